@@ -212,6 +212,17 @@ pub(crate) fn memfd_reserved(name: &str, len: usize) -> io::Result<File> {
 /// Sizes `file` to `len` bytes and reserves its pages with `fallocate`, so a full
 /// `/dev/shm` or memory limit is an `Err` now rather than a `SIGBUS` on first touch.
 pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
+    // Anonymous memory files have no size limit of their own, and tmpfs may be as large
+    // as memory: reserving more than the machine can give would not fail but wake the
+    // OOM killer. Refuse it here instead.
+    if let Some(budget) = memory_budget()
+        && len as u64 > budget
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("{len} bytes requested, about {budget} bytes of memory available"),
+        ));
+    }
     file.set_len(len as u64)?;
     if len == 0 {
         return Ok(());
@@ -309,4 +320,45 @@ pub(crate) fn process_running(pid: Pid) -> bool {
         },
         Err(_) => process_exists(pid),
     }
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Bytes of memory this process could still get: what the kernel reports available
+/// (`MemAvailable` plus free swap), capped by the memory cgroup's remaining allowance.
+/// `None` when none of these can be read.
+pub(crate) fn memory_budget() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.as_deref()?.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    };
+    let mut budget = match (field("MemAvailable:"), field("SwapFree:")) {
+        (Some(avail), swap) => Some(avail + swap.unwrap_or(0)),
+        (None, _) => None,
+    };
+    // cgroup v2, then v1.
+    let cgroup = match (
+        read_u64("/sys/fs/cgroup/memory.max"),
+        read_u64("/sys/fs/cgroup/memory.current"),
+    ) {
+        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
+        _ => match (
+            read_u64("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+            read_u64("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+        ) {
+            (Some(max), Some(cur)) if max < (1 << 60) => Some(max.saturating_sub(cur)),
+            _ => None,
+        },
+    };
+    if let Some(c) = cgroup {
+        budget = Some(budget.map_or(c, |b| b.min(c)));
+    }
+    budget
 }
