@@ -64,3 +64,30 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indicatif::InMemoryTerm;
+
+    #[test]
+    fn default_style_shows_count_percent_eta_and_rate() {
+        let term = InMemoryTerm::new(2, 100);
+        let bar = ProgressBar::with_draw_target(
+            Some(40),
+            ProgressDrawTarget::term_like(Box::new(term.clone())),
+        );
+        bar.set_style(default_style());
+        let progress = Progress::new(false, Some(&bar), 40);
+        progress.update(10);
+        progress.update(5); // never moves back
+        assert_eq!(bar.position(), 10);
+        progress.finish(40);
+        let screen = term.contents();
+        assert!(
+            screen.contains("100%") && screen.contains("40/40") && screen.contains("/s]"),
+            "{screen:?}"
+        );
+        assert!(screen.contains("<00:00:00"), "ETA missing: {screen:?}");
+    }
+}
