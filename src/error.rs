@@ -37,11 +37,37 @@ pub enum Error {
         /// The task it was running, `(index, position)`, when known.
         task: Option<(usize, usize)>,
     },
-    /// A task could not be sent its result back: the result failed to serialize, or the
-    /// channel broke.
-    #[error("worker {worker} (pid {pid}) could not send the results of task {index}: {message}")]
+    /// A task ran past the pool's `task_timeout` (on every attempt the retry policy
+    /// allowed); its worker was killed.
+    #[error(
+        "task {index} (position {position}) timed out after {timeout:?} in worker {worker} (pid {pid})"
+    )]
+    TaskTimedOut {
+        /// The task's index, as given in `indices`.
+        index: usize,
+        /// Its position in `indices`.
+        position: usize,
+        /// The worker that ran it (0-based).
+        worker: usize,
+        /// That worker's process id.
+        pid: i32,
+        /// The deadline it exceeded.
+        timeout: std::time::Duration,
+    },
+    /// The coordinator received SIGINT or SIGTERM; every worker was killed and reaped.
+    #[error("interrupted by {} after {done} of {total} tasks", crate::sys::signal_name(*signal))]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+        /// Tasks finished when it arrived.
+        done: usize,
+        /// Tasks in the call.
+        total: usize,
+    },
+    /// A task's result could not be sent back: it failed to serialize.
+    #[error("worker {worker} (pid {pid}) could not send the result of task {index}: {message}")]
     ResultNotSent {
-        /// The first task of the batch that could not be sent.
+        /// The task whose result could not be sent.
         index: usize,
         /// The worker (0-based).
         worker: usize,
@@ -92,6 +118,37 @@ pub enum Error {
         /// What differed, with both values.
         message: String,
     },
+    /// A text file had a malformed row (see [`records`](crate::records)).
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line, counting from 1.
+        line: usize,
+        /// The column in bytes, counting from 1.
+        column: usize,
+        /// What is wrong there.
+        message: String,
+    },
+    /// Opening, reading or writing a file failed.
+    #[error("could not read or write {}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The HDF5 library refused an operation (with the `hdf5` feature).
+    #[error("hdf5 file {}: could not {action}: {message}", path.display())]
+    Hdf5 {
+        /// The HDF5 file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The library's message.
+        message: String,
+    },
 }
 
 fn describe_task(task: Option<(usize, usize)>) -> String {
@@ -105,7 +162,9 @@ impl Error {
     /// The index of the task this error is about, when it is about one task.
     pub fn task_index(&self) -> Option<usize> {
         match self {
-            Error::TaskPanicked { index, .. } | Error::ResultNotSent { index, .. } => Some(*index),
+            Error::TaskPanicked { index, .. }
+            | Error::ResultNotSent { index, .. }
+            | Error::TaskTimedOut { index, .. } => Some(*index),
             Error::WorkerDied { task, .. } => task.map(|(index, _)| index),
             _ => None,
         }

@@ -18,8 +18,6 @@ pub(crate) type Pid = libc::pid_t;
 
 /// `SIGKILL`, the signal that ends a worker that must stop now.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
-/// `SIGTERM`, the polite request to stop.
-pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -361,4 +359,310 @@ pub(crate) fn memory_budget() -> Option<u64> {
         budget = Some(budget.map_or(c, |b| b.min(c)));
     }
     budget
+}
+
+/// The signal that interrupted a `map`, or 0. Set by the handler, read by the coordinator.
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    INTERRUPTED.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The signals that interrupt a `map`.
+pub(crate) const INTERRUPT_SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// Dispositions replaced by [`catch_interrupts`], to put back afterwards.
+pub(crate) struct SavedSignals(Vec<(i32, libc::sigaction)>);
+
+impl std::fmt::Debug for SavedSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(sig, _)| sig))
+            .finish()
+    }
+}
+
+impl SavedSignals {
+    /// Whether `sig`'s previous disposition was the default action.
+    pub(crate) fn was_default(&self, sig: i32) -> bool {
+        self.0
+            .iter()
+            .any(|(s, act)| *s == sig && act.sa_sigaction == libc::SIG_DFL)
+    }
+}
+
+/// Installs a handler for SIGINT and SIGTERM that only records the signal (signals the
+/// caller chose to ignore stay ignored) and ignores SIGPIPE. Returns the previous
+/// dispositions.
+pub(crate) fn catch_interrupts() -> io::Result<SavedSignals> {
+    INTERRUPTED.store(0, std::sync::atomic::Ordering::SeqCst);
+    let mut saved = Vec::new();
+    for sig in INTERRUPT_SIGNALS {
+        // SAFETY: (1) sigaction structs are plain data, zero is a valid empty value;
+        // (2) the handler is an async-signal-safe `extern "C" fn(c_int)`; (3) `old` is a
+        // valid out-pointer.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            check(libc::sigaction(sig, std::ptr::null(), &mut old))?;
+            if old.sa_sigaction == libc::SIG_IGN {
+                continue;
+            }
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            new.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut new.sa_mask);
+            check(libc::sigaction(sig, &new, std::ptr::null_mut()))?;
+            saved.push((sig, old));
+        }
+    }
+    // A send to a worker that just died must be an EPIPE error, not the end of the caller.
+    // SAFETY: as above; SIG_IGN for SIGPIPE, previous disposition saved.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = libc::SIG_IGN;
+        libc::sigemptyset(&mut new.sa_mask);
+        check(libc::sigaction(libc::SIGPIPE, &new, &mut old))?;
+        saved.push((libc::SIGPIPE, old));
+    }
+    Ok(SavedSignals(saved))
+}
+
+/// Puts back the dispositions saved by [`catch_interrupts`].
+pub(crate) fn restore_signals(saved: &SavedSignals) {
+    for (sig, old) in &saved.0 {
+        // SAFETY: `old` is a disposition previously returned by sigaction.
+        unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+    }
+}
+
+/// The interrupting signal received since [`catch_interrupts`], if any.
+pub(crate) fn interrupted() -> Option<i32> {
+    Some(INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0)
+}
+
+/// In a freshly forked worker: SIGINT and SIGTERM back to their default action (the
+/// coordinator's recording handler must not keep a worker alive), SIGPIPE ignored so a
+/// vanished coordinator is an `EPIPE`, not a silent death.
+pub(crate) fn reset_signals_in_child() {
+    for sig in INTERRUPT_SIGNALS {
+        // SAFETY: installing SIG_DFL for a catchable signal.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: ignoring SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Sends `sig` to this process (after cleanup, to let the caller's disposition act).
+pub(crate) fn raise(sig: i32) {
+    // SAFETY: raise takes a signal number.
+    unsafe { libc::raise(sig) };
+}
+
+/// Where named shared-memory segments live: the directory `shm_open` uses on Linux, so
+/// a segment named `x` here is what Python's `SharedMemory(name="x")` opens.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// The longest file name Linux file systems accept (`NAME_MAX`).
+pub(crate) const NAME_MAX: usize = 255;
+
+/// Creates a new file at `path` for reading and writing with mode 0600 (the umask can
+/// only narrow it): `O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW`. Anything already at
+/// `path`, a dangling symlink included, is an `AlreadyExists` error.
+pub(crate) fn create_exclusive(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens an existing file at `path` for reading and writing, refusing a symlink:
+/// `O_RDWR | O_CLOEXEC | O_NOFOLLOW`.
+pub(crate) fn open_existing(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Fills `buf` with random bytes from the kernel's generator (`getrandom`), for names
+/// that another user cannot guess.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes for the whole call.
+        let ret = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        done += ret as usize;
+    }
+    Ok(())
+}
+
+/// Most descriptors passed in one `SCM_RIGHTS` message (the kernel's `SCM_MAX_FD` is 253).
+const FDS_PER_MESSAGE: usize = 250;
+
+/// A connected pair of `AF_UNIX` `SOCK_SEQPACKET` sockets, close-on-exec, for passing
+/// file descriptors between a worker and its coordinator.
+pub(crate) fn fd_socketpair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two c_ints for the kernel to fill.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Sends `fds` over `socket` (`SCM_RIGHTS`), in as many messages as needed. The
+/// receiver gets its own descriptors for the same open files.
+pub(crate) fn send_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    for batch in fds.chunks(FDS_PER_MESSAGE) {
+        let raw: Vec<libc::c_int> = batch.iter().map(|fd| fd.as_raw_fd()).collect();
+        let payload_len = std::mem::size_of_val(raw.as_slice());
+        // SAFETY: CMSG_SPACE computes a size from an integer.
+        let space = unsafe { libc::CMSG_SPACE(payload_len as u32) } as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        let mut count = batch.len() as u32;
+        let mut iov = libc::iovec {
+            iov_base: (&raw mut count).cast(),
+            iov_len: std::mem::size_of::<u32>(),
+        };
+        // SAFETY: (1) msghdr is plain data, zero is a valid start; (2) the iovec, the
+        // control buffer (8-byte aligned, `space` bytes) and `raw` outlive the sendmsg
+        // call; (3) CMSG_FIRSTHDR returns a pointer into that buffer, which has room for
+        // one header and `payload_len` bytes of descriptors.
+        let ret = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<libc::c_int>(),
+                raw.len(),
+            );
+            loop {
+                let ret = libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+                if ret == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break ret;
+            }
+        };
+        if ret == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Receives exactly `n` descriptors sent by [`send_fds`] on `socket`, blocking until
+/// they are there (the sender sends them before the message that refers to them).
+pub(crate) fn recv_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    n: usize,
+) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd as _, FromRawFd};
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let want = (n - out.len()).min(FDS_PER_MESSAGE);
+        // SAFETY: CMSG_SPACE computes a size from an integer.
+        let space = unsafe { libc::CMSG_SPACE((want * std::mem::size_of::<libc::c_int>()) as u32) }
+            as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        let mut count = 0u32;
+        let mut iov = libc::iovec {
+            iov_base: (&raw mut count).cast(),
+            iov_len: std::mem::size_of::<u32>(),
+        };
+        // SAFETY: msghdr is plain data; the iovec and the 8-byte aligned control buffer of
+        // `space` bytes outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let ret = loop {
+            // SAFETY: msg describes valid buffers (above); MSG_CMSG_CLOEXEC marks the new
+            // descriptors close-on-exec.
+            let ret =
+                unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+            if ret == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break ret;
+        };
+        if ret == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        if ret == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the sender closed before sending its descriptors",
+            ));
+        }
+        let before = out.len();
+        // SAFETY: CMSG_FIRSTHDR/NXTHDR walk the control buffer the kernel filled, within
+        // msg_controllen; each SCM_RIGHTS payload holds (cmsg_len - CMSG_LEN(0)) / 4 fresh
+        // descriptors that now belong to this process.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                    for k in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                        out.push(std::os::fd::OwnedFd::from_raw_fd(
+                            data.add(k).read_unaligned(),
+                        ));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other("descriptors were truncated in transit"));
+        }
+        if out.len() - before != count as usize {
+            return Err(io::Error::other(format!(
+                "expected {count} descriptors, got {}",
+                out.len() - before
+            )));
+        }
+    }
+    Ok(out)
 }

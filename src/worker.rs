@@ -7,10 +7,9 @@ use std::sync::atomic::Ordering;
 
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::ipc::{Order, Outcome, Report};
-use crate::shm::Board;
+use crate::ipc::{self, BatchRef, Body, Bytes, Envelope, Order, Outcome};
+use crate::shm::{Board, handoff};
 use crate::sys;
 
 /// Exit code of a worker whose own machinery (not a task) panicked.
@@ -24,28 +23,32 @@ thread_local! {
 }
 
 /// Everything a worker needs, all inherited by fork.
-pub(crate) struct Worker<'a, F, R> {
+pub(crate) struct Worker<'a, F> {
     pub(crate) id: usize,
+    pub(crate) incarnation: u64,
     pub(crate) coordinator: sys::Pid,
     pub(crate) indices: &'a [usize],
     pub(crate) f: &'a F,
     pub(crate) orders: IpcReceiver<Order>,
-    pub(crate) reports: IpcSender<Report<R>>,
+    pub(crate) reports: IpcSender<Envelope>,
+    /// Where descriptors of shared arrays in results go, ahead of their batch.
+    pub(crate) fd_socket: std::os::fd::OwnedFd,
     pub(crate) board: &'a Board,
 }
 
-impl<F, R> Worker<'_, F, R>
-where
-    F: Fn(usize) -> R,
-    R: Serialize + DeserializeOwned,
-{
+impl<F> Worker<'_, F> {
     /// Runs the worker to the end and exits the process. Called right after `fork` in the
     /// child.
-    pub(crate) fn run(self) -> ! {
+    pub(crate) fn run<R>(self) -> !
+    where
+        F: Fn(usize) -> R,
+        R: Serialize,
+    {
         // Die with the coordinator; if it is already gone, the signal came too late.
         if sys::kill_me_with_parent().is_err() || sys::getppid() != self.coordinator {
             sys::exit_immediately(EXIT_ORPHANED);
         }
+        sys::reset_signals_in_child();
         // Panics are reported to the coordinator, never printed by the child.
         panic::set_hook(Box::new(|info| {
             let payload = info.payload();
@@ -67,7 +70,11 @@ where
         sys::exit_immediately(code)
     }
 
-    fn serve(&self) {
+    fn serve<R>(&self)
+    where
+        F: Fn(usize) -> R,
+        R: Serialize,
+    {
         let slot = self.board.slot(self.id);
         while let Ok(Order::Run(chunk)) = self.orders.recv() {
             let start = chunk.start;
@@ -96,24 +103,63 @@ where
             }
             slot.current.store(0, Ordering::Release);
             let busy_ns = sys::monotonic_ns().saturating_sub(began);
-            let batch = Report::Batch {
-                worker: self.id,
-                start,
-                outcomes,
-                busy_ns,
-            };
-            if let Err(e) = self.reports.send(batch) {
-                let message = e.to_string();
-                let sent = self.reports.send(Report::Unsendable {
-                    worker: self.id,
-                    start,
-                    message,
-                });
-                if sent.is_err() {
-                    // The coordinator is gone: nothing left to do.
-                    return;
-                }
+            if !self.send(start, outcomes, busy_ns) {
+                // The coordinator is gone: nothing left to do.
+                return;
             }
         }
+    }
+
+    /// Sends a batch; if it cannot be serialised as a whole, sends its outcomes one by
+    /// one so that exactly the results that fail are reported as unsendable. Returns
+    /// false when the coordinator can no longer be reached.
+    fn send<R: Serialize>(&self, start: usize, outcomes: Vec<Outcome<R>>, busy_ns: u64) -> bool {
+        let (encoded, fds) = handoff::collect_outgoing(|| {
+            ipc::encode(&BatchRef {
+                start,
+                busy_ns,
+                outcomes: &outcomes,
+            })
+        });
+        if let Ok(bytes) = encoded {
+            return self.post(Body::Batch(Bytes(bytes)), fds);
+        }
+        drop(fds);
+        let busy = busy_ns / outcomes.len().max(1) as u64;
+        for (position, one) in (start..).zip(outcomes.chunks(1)) {
+            let (encoded, fds) = handoff::collect_outgoing(|| {
+                ipc::encode(&BatchRef {
+                    start: position,
+                    busy_ns: busy,
+                    outcomes: one,
+                })
+            });
+            let sent = match encoded {
+                Ok(bytes) => self.post(Body::Batch(Bytes(bytes)), fds),
+                Err(message) => self.post(Body::Unsendable { position, message }, Vec::new()),
+            };
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the descriptors first, then the message that refers to them.
+    fn post(&self, body: Body, fds: Vec<std::os::fd::OwnedFd>) -> bool {
+        use std::os::fd::AsFd;
+        if !fds.is_empty() {
+            let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+            if sys::send_fds(self.fd_socket.as_fd(), &borrowed).is_err() {
+                return false;
+            }
+        }
+        let envelope = Envelope {
+            worker: self.id,
+            incarnation: self.incarnation,
+            fds: fds.len() as u32,
+            body,
+        };
+        self.reports.send(envelope).is_ok()
     }
 }

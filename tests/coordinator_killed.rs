@@ -22,10 +22,8 @@ fn workers_die_with_their_coordinator() {
     // Become a subreaper so orphaned workers are re-parented to us and can be reaped
     // (and checked) here instead of by whatever init this machine runs.
     // SAFETY: prctl with an integer argument.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(ret, 0);
     let mut child = common::rerun("workers_die_with_their_coordinator", "coordinator", &[]);
     let coordinator = child.id() as i32;
     assert!(

@@ -42,12 +42,6 @@ impl Scheduler {
         }
     }
 
-    /// Adds a slot for a new worker (a replacement), owning nothing yet.
-    pub(crate) fn add_worker(&mut self) -> usize {
-        self.ranges.push(0..0);
-        self.ranges.len() - 1
-    }
-
     /// Positions not yet handed to any worker.
     pub(crate) fn unsent(&self) -> usize {
         self.ranges.iter().map(|r| r.len()).sum::<usize>()
@@ -205,7 +199,7 @@ mod tests {
         let second = s.next_chunk(0).unwrap();
         assert!(second.len() < first.len());
         // Worker 1 empties its own range, then steals from worker 0's back half.
-        while s.ranges[1].len() > 0 {
+        while !s.ranges[1].is_empty() {
             s.next_chunk(1).unwrap();
         }
         let before = s.ranges[0].clone();

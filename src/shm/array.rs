@@ -158,6 +158,11 @@ impl<A: Pod, D: Dimension> SharedArray<A, D> {
         self.seg.header().lock.recoveries()
     }
 
+    /// The pid of the last process found dead while holding this array's lock, if any.
+    pub fn last_dead_holder(&self) -> Option<i32> {
+        self.seg.header().lock.last_dead_holder()
+    }
+
     /// Turns the array read-only for good: the memory is sealed against writes (by any
     /// process) and mapped read-only, so reads need no lock and cost nothing extra.
     ///
@@ -172,6 +177,8 @@ impl<A: Pod, D: Dimension> SharedArray<A, D> {
     ///
     /// # Errors
     /// The array itself and [`Error::Shm`] when the segment could not be sealed.
+    // Handing the array back on a refused freeze is the point; freezing is rare.
+    #[allow(clippy::result_large_err)]
     pub fn try_freeze(self) -> Result<FrozenArray<A, D>, (Self, Error)> {
         let SharedArray {
             seg, dim, slots, ..
@@ -338,3 +345,21 @@ impl<A: 'static, D: Dimension> std::fmt::Debug for FrozenArray<A, D> {
 unsafe impl<A: Pod, D: Dimension> Sync for FrozenArray<A, D> {}
 // SAFETY: the handle owns its mapping; moving it between threads moves nothing shared.
 unsafe impl<A: Pod, D: Dimension> Send for FrozenArray<A, D> {}
+
+impl<A: Pod, D: Dimension> SharedArray<A, D> {
+    /// Wraps a segment whose header was written, or checked, for elements `A` in the
+    /// shape `dim`.
+    pub(super) fn from_segment(seg: Segment, dim: D) -> Self {
+        SharedArray {
+            seg,
+            dim,
+            slots: SlotCache::default(),
+            _elem: PhantomData,
+        }
+    }
+
+    /// The segment holding the array.
+    pub(super) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}

@@ -3,6 +3,8 @@
 
 mod array;
 mod board;
+pub(crate) mod handoff;
+mod named;
 
 pub use array::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
 pub(crate) use board::Board;
@@ -94,6 +96,8 @@ pub(crate) struct Segment {
     file: File,
     map: Mapping,
     label: String,
+    /// The segment's name in `/dev/shm`, for one made or opened by name.
+    named: Option<Box<named::Name>>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -150,11 +154,8 @@ impl Segment {
             file,
             map: Mapping::Writable(map),
             label,
+            named: None,
         })
-    }
-
-    pub(crate) fn label(&self) -> &str {
-        &self.label
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -187,11 +188,29 @@ impl Segment {
 
     /// Seals the file against writes and remaps it read-only. Fails (and leaves the
     /// segment writable) while any other process still maps it writable.
+    // Handing the array back on a refused freeze is the point; freezing is rare.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn freeze(self) -> Result<Segment, (Segment, Error)> {
-        let Segment { file, map, label } = self;
+        if self.named.is_some() {
+            let err = named::cannot_freeze(&self.label);
+            return Err((self, err));
+        }
+        let Segment {
+            file,
+            map,
+            label,
+            named,
+        } = self;
         let len = match &map {
             Mapping::Writable(m) => m.len(),
-            Mapping::ReadOnly(_) => return Ok(Segment { file, map, label }),
+            Mapping::ReadOnly(_) => {
+                return Ok(Segment {
+                    file,
+                    map,
+                    label,
+                    named,
+                });
+            }
         };
         // A private read-only mapping: it does not count as a writable mapping (a shared
         // one would, and the kernel would refuse the seal), and since neither we nor, once
@@ -206,6 +225,7 @@ impl Segment {
                         file,
                         map,
                         label: label.clone(),
+                        named,
                     },
                     Error::shm(label, "map it read-only", e),
                 ));
@@ -218,6 +238,7 @@ impl Segment {
                 file,
                 map: Mapping::ReadOnly(read_only),
                 label,
+                named,
             }),
             Err(e) => {
                 drop(read_only);
@@ -232,6 +253,7 @@ impl Segment {
                             file,
                             map: Mapping::Writable(map),
                             label,
+                            named,
                         },
                         err,
                     )),

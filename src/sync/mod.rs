@@ -37,6 +37,8 @@ pub(crate) struct RawRwLock {
     recoveries: AtomicU32,
     /// Pid of the last holder found dead (writer or reader), 0 if none.
     last_dead: AtomicI32,
+    /// Pid of the process holding the mutex, for naming it if it dies.
+    holder: AtomicI32,
     readers: [ReaderSlot; MAX_READERS],
 }
 
@@ -111,21 +113,23 @@ impl RawRwLock {
     fn lock_mutex(&self) -> bool {
         // SAFETY: the mutex was initialised by `init` before the memory was shared.
         let ret = unsafe { libc::pthread_mutex_lock(self.mutex.get()) };
-        match ret {
+        let recovered = match ret {
             0 => false,
             libc::EOWNERDEAD => {
                 // SAFETY: we hold the mutex (EOWNERDEAD returns with it locked).
                 unsafe { libc::pthread_mutex_consistent(self.mutex.get()) };
                 // A writer that died left its flag up; nobody else can hold it now.
                 self.writer.store(0, SeqCst);
-                self.recoveries.fetch_add(1, SeqCst);
+                self.note_dead(self.holder.load(SeqCst));
                 true
             }
             err => panic!(
                 "forkmap: the shared lock is corrupt (pthread_mutex_lock: {})",
                 sys::errno_error(err)
             ),
-        }
+        };
+        self.holder.store(sys::getpid(), SeqCst);
+        recovered
     }
 
     fn unlock_mutex(&self) {
@@ -268,26 +272,6 @@ impl RawRwLock {
         }
         cleared
     }
-
-    /// Releases every reader slot held by `pid`, which the caller knows is dead (the
-    /// coordinator calls this when it reaps a worker). Returns whether it held any.
-    pub(crate) fn release_dead(&self, pid: Pid) -> bool {
-        for slot in &self.readers {
-            if slot
-                .pid
-                .compare_exchange(pid, CLEARING, SeqCst, SeqCst)
-                .is_ok()
-            {
-                let held = slot.count.swap(0, SeqCst) != 0;
-                slot.pid.store(0, SeqCst);
-                if held {
-                    self.note_dead(pid);
-                }
-                return held;
-            }
-        }
-        false
-    }
 }
 
 /// A shared hold; released on drop.
@@ -407,20 +391,6 @@ mod tests {
     }
 
     #[test]
-    fn release_dead_frees_a_slot() {
-        let lock = Boxed::new();
-        let l = lock.get();
-        l.readers[3].pid.store(999_999_999, SeqCst);
-        l.readers[3].count.store(2, SeqCst);
-        assert!(l.release_dead(999_999_999));
-        assert_eq!(l.readers[3].count.load(SeqCst), 0);
-        assert_eq!(l.last_dead_holder(), Some(999_999_999));
-        // A writer now gets through at once.
-        let w = l.write();
-        assert!(!w.recovered());
-    }
-
-    #[test]
     fn writer_clears_a_reader_that_no_longer_exists() {
         let lock = Boxed::new();
         let l = lock.get();
@@ -430,5 +400,6 @@ mod tests {
         let w = l.write();
         assert!(w.recovered());
         assert_eq!(l.recoveries(), 1);
+        assert_eq!(l.last_dead_holder(), Some(0x3fff_fff0));
     }
 }

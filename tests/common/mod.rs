@@ -114,3 +114,9 @@ pub(crate) fn wait_child(child: &mut Child, secs: u64) -> std::process::ExitStat
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Serialises the tests of one file that count children or other process-wide things.
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

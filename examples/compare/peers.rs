@@ -1,0 +1,273 @@
+//! The Rust peers, each run in its own process (`compare --peer NAME --workload W`), so no
+//! peer inherits another's threads or heap: forkmap, forkmap through `read()` guards,
+//! sequential, rayon with the same number of threads, and the copy baseline. Each prints
+//! one JSON line: the wall time of every repetition, a checksum of the results and extras.
+//!
+//! Every timed call covers starting the workers (fork, or rayon's thread pool), running
+//! the tasks, collecting the results in order and stopping the workers: forkmap forks per
+//! `map` call, so every peer is timed the same way.
+
+use std::time::{Duration, Instant};
+
+use forkmap::ndarray::Array2;
+use forkmap::{FrozenArray, Pool, SharedArray};
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use crate::copy::copy_map;
+use crate::work::{self, Params, Workload};
+
+/// The Rust peers: (key, label) in report order.
+pub(crate) const RUST_PEERS: [(&str, &str); 5] = [
+    ("forkmap", "forkmap"),
+    ("forkmap-guard", "forkmap, `read()` guard per task"),
+    ("sequential", "sequential (one thread)"),
+    ("rayon", "rayon (same thread count)"),
+    ("copy", "copy baseline (fork per chunk, array sent to each)"),
+];
+
+/// Runs `peer` on `workload` and returns its JSON report.
+pub(crate) fn run(peer: &str, workload: Workload, p: &Params, workers: usize) -> Result<Value, String> {
+    match workload {
+        Workload::Tutorial => tutorial(peer, p),
+        Workload::Fine => fine(peer, p, workers),
+        Workload::Skewed => skewed(peer, p, workers),
+        Workload::Memory => memory(peer, p, workers),
+        Workload::Startup => startup(peer, p, workers),
+    }
+}
+
+/// Times `reps` calls of `f`; returns the seconds of each and the last result.
+fn timed<T>(
+    reps: usize,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<(Vec<f64>, T), String> {
+    let mut times = Vec::with_capacity(reps);
+    let mut last = None;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        let out = f()?;
+        times.push(start.elapsed().as_secs_f64());
+        last = Some(out);
+    }
+    Ok((times, last.expect("at least one repetition")))
+}
+
+fn report(times: Vec<f64>, results: &[f64], extra: Value) -> Value {
+    json!({ "times": times, "checksum": results.iter().sum::<f64>(), "extra": extra })
+}
+
+fn pool(workers: usize) -> Pool {
+    Pool::new().workers(workers).progress(false)
+}
+
+fn rayon_pool(workers: usize) -> Result<rayon::ThreadPool, String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn frozen(a: &Array2<f64>) -> Result<FrozenArray<f64, forkmap::ndarray::Ix2>, String> {
+    SharedArray::from_array(a)
+        .and_then(SharedArray::freeze)
+        .map_err(|e| e.to_string())
+}
+
+fn unknown(peer: &str, w: Workload) -> Result<Value, String> {
+    Err(format!("peer {peer} does not run workload ({})", w.letter()))
+}
+
+/// (a) Tutorial 1: 4 tasks, 0.1 s each, 2 workers, chunk size 1, `read()` as in DESIGN.md.
+fn tutorial(peer: &str, p: &Params) -> Result<Value, String> {
+    let (workers, n) = (2, 4);
+    let sleep = Duration::from_secs_f64(p.tutorial_sleep_s);
+    let a = work::random_fill(p.tutorial_n);
+    let (times, results) = match peer {
+        "forkmap" => {
+            let b = SharedArray::<f64, _>::zeros((p.tutorial_n, p.tutorial_n))
+                .map_err(|e| e.to_string())?;
+            b.write().assign(&a);
+            drop(a);
+            timed(p.reps, || {
+                pool(workers)
+                    .chunk_size(1)
+                    .map(0..n, |i| work::tutorial_task(&b.read(), i, sleep))
+                    .map_err(|e| e.to_string())
+            })?
+        }
+        "sequential" => timed(p.reps, || {
+            Ok((0..n)
+                .map(|i| work::tutorial_task(&a, i, sleep))
+                .collect::<Vec<f64>>())
+        })?,
+        "rayon" => timed(p.reps, || {
+            let tp = rayon_pool(workers)?;
+            Ok(tp.install(|| {
+                (0..n)
+                    .into_par_iter()
+                    .with_max_len(1)
+                    .map(|i| work::tutorial_task(&a, i, sleep))
+                    .collect::<Vec<f64>>()
+            }))
+        })?,
+        "copy" => timed(p.reps, || {
+            copy_map(&a, n, 1, workers, |v, i| work::tutorial_task(v, i, sleep))
+        })?,
+        _ => return unknown(peer, Workload::Tutorial),
+    };
+    Ok(report(times, &results, json!({})))
+}
+
+/// (b) 1,000,000 tasks of about 1 us each, reading the shared array.
+fn fine(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
+    let (n, k, x) = (p.fine_tasks, p.fine_k, p.fine_x);
+    let a = work::fill(p.side, p.side);
+    let (times, results) = match peer {
+        "forkmap" => {
+            let b = frozen(&a)?;
+            drop(a);
+            timed(p.reps, || {
+                pool(workers)
+                    .map(0..n, |i| work::fine_task(&b, i, k, x))
+                    .map_err(|e| e.to_string())
+            })?
+        }
+        "forkmap-guard" => {
+            let b = SharedArray::from_array(&a).map_err(|e| e.to_string())?;
+            drop(a);
+            timed(p.reps, || {
+                pool(workers)
+                    .map(0..n, |i| work::fine_task(&b.read(), i, k, x))
+                    .map_err(|e| e.to_string())
+            })?
+        }
+        "sequential" => timed(p.reps, || {
+            Ok((0..n)
+                .map(|i| work::fine_task(&a, i, k, x))
+                .collect::<Vec<f64>>())
+        })?,
+        "rayon" => timed(p.reps, || {
+            let tp = rayon_pool(workers)?;
+            Ok(tp.install(|| {
+                (0..n)
+                    .into_par_iter()
+                    .map(|i| work::fine_task(&a, i, k, x))
+                    .collect::<Vec<f64>>()
+            }))
+        })?,
+        "copy" => {
+            let chunk = p.pool_map_chunk(n, workers);
+            timed(p.reps, || {
+                copy_map(&a, n, chunk, workers, |v, i| work::fine_task(v, i, k, x))
+            })?
+        }
+        _ => return unknown(peer, Workload::Fine),
+    };
+    Ok(report(times, &results, json!({})))
+}
+
+/// (c) 2,000 tasks, task `i` spinning `(i + 1) * unit` of CPU time.
+fn skewed(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
+    let (n, unit) = (p.skew_tasks, p.skew_unit_ns);
+    let a = work::fill(p.side, p.side);
+    let (times, results) = match peer {
+        "forkmap" => {
+            let b = frozen(&a)?;
+            drop(a);
+            timed(p.reps, || {
+                pool(workers)
+                    .map(0..n, |i| work::skew_task(&b, i, unit))
+                    .map_err(|e| e.to_string())
+            })?
+        }
+        // The sequential run is the measured total task CPU: once is enough.
+        "sequential" => timed(1, || {
+            Ok((0..n)
+                .map(|i| work::skew_task(&a, i, unit))
+                .collect::<Vec<f64>>())
+        })?,
+        "rayon" => timed(p.reps, || {
+            let tp = rayon_pool(workers)?;
+            Ok(tp.install(|| {
+                (0..n)
+                    .into_par_iter()
+                    .map(|i| work::skew_task(&a, i, unit))
+                    .collect::<Vec<f64>>()
+            }))
+        })?,
+        "copy" => {
+            let chunk = p.pool_map_chunk(n, workers);
+            timed(p.reps, || {
+                copy_map(&a, n, chunk, workers, |v, i| work::skew_task(v, i, unit))
+            })?
+        }
+        _ => return unknown(peer, Workload::Skewed),
+    };
+    Ok(report(times, &results, json!({})))
+}
+
+/// (d) A 200 MB array, one task per worker: each sums the whole array, then holds it until
+/// every worker has done the same, while the harness samples the tree's PSS.
+fn memory(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
+    let (rows, cols) = (p.mem_rows, p.mem_cols);
+    let hold = p.mem_hold(workers);
+    let (times, results) = match peer {
+        "forkmap" => {
+            // Filled in place: no private 200 MB copy in the coordinator.
+            let b = SharedArray::<f64, _>::zeros((rows, cols)).map_err(|e| e.to_string())?;
+            for ((i, j), v) in b.write().indexed_iter_mut() {
+                *v = work::value(i * cols + j);
+            }
+            let b = b.freeze().map_err(|e| e.to_string())?;
+            timed(1, || {
+                let deadline = Instant::now() + hold;
+                pool(workers)
+                    .chunk_size(1)
+                    .map(0..workers, |_| work::mem_task(&b, deadline))
+                    .map_err(|e| e.to_string())
+            })?
+        }
+        "copy" => {
+            // The caller holds the array in its own heap, as the tutorial's B.
+            let a = work::fill(rows, cols);
+            timed(1, || {
+                let deadline = Instant::now() + hold;
+                copy_map(&a, workers, 1, workers, |v, _| work::mem_task(v, deadline))
+            })?
+        }
+        _ => return unknown(peer, Workload::Memory),
+    };
+    Ok(report(times, &results, json!({})))
+}
+
+/// (e) One trivial task: from the call to the result in hand.
+fn startup(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
+    let a = work::fill(p.side, p.side);
+    let reps = p.startup_reps;
+    let (times, results) = match peer {
+        "forkmap" => {
+            let b = frozen(&a)?;
+            drop(a);
+            timed(reps, || {
+                pool(workers)
+                    .map([0], |i| b[[i, i]])
+                    .map_err(|e| e.to_string())
+            })?
+        }
+        "sequential" => timed(reps, || Ok(vec![std::hint::black_box(&a)[[0, 0]]]))?,
+        "rayon" => timed(reps, || {
+            let tp = rayon_pool(workers)?;
+            Ok(tp.install(|| {
+                [0usize]
+                    .into_par_iter()
+                    .map(|i| a[[i, i]])
+                    .collect::<Vec<f64>>()
+            }))
+        })?,
+        "copy" => timed(reps, || copy_map(&a, 1, 1, 1, |v, i| v[[i, i]]))?,
+        _ => return unknown(peer, Workload::Startup),
+    };
+    let first = times.first().copied();
+    Ok(report(times, &results, json!({ "first": first })))
+}

@@ -1,0 +1,252 @@
+//! The builder, `map`, and the coordinator's event loop.
+
+mod run;
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::progress::Progress;
+use crate::shm::Board;
+use crate::sys;
+use run::{Mode, Policy, Run};
+
+/// A pool of forked worker processes. Cheap to build; workers are forked by each
+/// [`map`](Pool::map) call and reaped before it returns.
+///
+/// # Examples
+/// ```
+/// let squares: Vec<u64> = forkmap::Pool::new().workers(2).map(0..5, |i| (i * i) as u64)?;
+/// assert_eq!(squares, vec![0, 1, 4, 9, 16]);
+/// # Ok::<(), forkmap::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Pool {
+    workers: Result<usize, String>,
+    chunk_size: Option<usize>,
+    progress: Option<bool>,
+    bar: Option<ProgressBar>,
+    max_retries: u32,
+    task_timeout: Option<Duration>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new()
+    }
+}
+
+impl Pool {
+    /// A pool with as many workers as `FORKMAP_WORKERS` says, or else as many as the CPUs
+    /// this process may run on; adaptive chunks; a progress bar only when stderr is a
+    /// terminal.
+    ///
+    /// An unparsable `FORKMAP_WORKERS` is reported as [`Error::Config`] by `map`.
+    pub fn new() -> Pool {
+        let workers = match std::env::var("FORKMAP_WORKERS") {
+            Ok(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("FORKMAP_WORKERS={v:?} is not a whole number of workers")),
+            Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+                "FORKMAP_WORKERS={v:?} is not a whole number of workers"
+            )),
+            Err(std::env::VarError::NotPresent) => {
+                Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            }
+        };
+        Pool {
+            workers,
+            chunk_size: None,
+            progress: None,
+            bar: None,
+            max_retries: 2,
+            task_timeout: None,
+        }
+    }
+
+    /// Sets the number of worker processes (at most one per task is forked).
+    pub fn workers(mut self, n: usize) -> Pool {
+        self.workers = Ok(n);
+        self
+    }
+
+    /// Sends tasks in chunks of exactly `n` positions, turning adaptive sizing off.
+    /// Stealing still balances the load between workers. `0` means adaptive.
+    pub fn chunk_size(mut self, n: usize) -> Pool {
+        self.chunk_size = (n > 0).then_some(n);
+        self
+    }
+
+    /// Shows (or hides) a progress bar on stderr: count, rate and ETA.
+    pub fn progress(mut self, on: bool) -> Pool {
+        self.progress = Some(on);
+        self
+    }
+
+    /// Drives this bar instead of the default one: its style and draw target are kept;
+    /// its length and position are set by each `map`.
+    pub fn progress_bar(mut self, bar: ProgressBar) -> Pool {
+        self.bar = Some(bar);
+        self
+    }
+
+    /// How many times a task that kills its worker (a crash, a signal, `exit`, a timeout)
+    /// is tried again in a fresh worker before it is reported. Default 2, so such a task
+    /// runs at most 3 times. Tasks that were merely in the dead worker's hands are re-run
+    /// without counting against them.
+    pub fn max_retries(mut self, n: u32) -> Pool {
+        self.max_retries = n;
+        self
+    }
+
+    /// Kills the worker of any task that runs longer than `limit` and retries the task
+    /// (per [`max_retries`](Pool::max_retries)), then reports it as
+    /// [`Error::TaskTimedOut`]. Checked about every 10 ms. Default: no limit.
+    pub fn task_timeout(mut self, limit: Duration) -> Pool {
+        self.task_timeout = Some(limit);
+        self
+    }
+
+    /// The number of workers `map` will fork (for a long enough list of tasks).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unparsable `FORKMAP_WORKERS`, [`Error::NoWorkers`] for 0.
+    pub fn worker_count(&self) -> Result<usize, Error> {
+        match &self.workers {
+            Ok(0) => Err(Error::NoWorkers),
+            Ok(n) => Ok(*n),
+            Err(msg) => Err(Error::Config(msg.clone())),
+        }
+    }
+
+    /// Runs `f` on every index, in forked worker processes, and returns the results in
+    /// the order of `indices`.
+    ///
+    /// `f` and everything it captures is inherited by each worker as a copy-on-write
+    /// snapshot taken when `map` is called: it needs neither `Send` nor `Sync`, and what
+    /// it changes (statics, captured cells, files it writes) stays in the worker. Only
+    /// [`SharedArray`](crate::SharedArray) memory is shared. Results travel back
+    /// serialised. Indices may be in any order and repeat.
+    ///
+    /// # Errors
+    /// The first failure ends the call, after every worker has been killed and reaped:
+    /// [`Error::TaskPanicked`] names the task, [`Error::WorkerDied`] a worker that ended
+    /// (by a signal, `exit`, ...) with tasks in hand, [`Error::ResultNotSent`] a result
+    /// that could not be serialised; [`Error::NoWorkers`], [`Error::Config`],
+    /// [`Error::Fork`], [`Error::Shm`] and [`Error::Channel`] for set-up failures.
+    ///
+    /// # Examples
+    /// ```
+    /// use forkmap::{Error, Pool};
+    ///
+    /// let err = Pool::new().workers(2).map([3, 1, 4], |i| if i == 4 { panic!("no {i}") } else { i }).unwrap_err();
+    /// assert!(matches!(err, Error::TaskPanicked { index: 4, position: 2, .. }));
+    /// ```
+    pub fn map<I, F, R>(&self, indices: I, f: F) -> Result<Vec<R>, Error>
+    where
+        I: IntoIterator<Item = usize>,
+        F: Fn(usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        let results = self.execute(indices, f, Mode::FailFast)?;
+        results.into_iter().collect()
+    }
+
+    /// Like [`map`](Pool::map), but one failing task does not throw away the others:
+    /// every task gets its own `Result`, in the order of `indices`. A task that panics,
+    /// kills its worker on every allowed attempt, runs past the timeout or returns a
+    /// result that cannot be serialised has an `Err` in its place; the call goes on.
+    ///
+    /// # Errors
+    /// The outer `Err` is for failures of the call itself: set-up ([`Error::NoWorkers`],
+    /// [`Error::Config`], [`Error::Fork`], [`Error::Shm`], [`Error::Channel`]),
+    /// [`Error::Interrupted`], or every worker dying for reasons no task explains.
+    ///
+    /// # Examples
+    /// ```
+    /// let out = forkmap::Pool::new().workers(2).try_map(0..4, |i| {
+    ///     assert!(i != 2, "two is right out");
+    ///     i * 10
+    /// })?;
+    /// assert_eq!(out[1].as_ref().ok(), Some(&10));
+    /// assert_eq!(out[2].as_ref().unwrap_err().task_index(), Some(2));
+    /// assert_eq!(out[3].as_ref().ok(), Some(&30));
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn try_map<I, F, R>(&self, indices: I, f: F) -> Result<Vec<Result<R, Error>>, Error>
+    where
+        I: IntoIterator<Item = usize>,
+        F: Fn(usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        self.execute(indices, f, Mode::KeepGoing)
+    }
+
+    fn execute<I, F, R>(&self, indices: I, f: F, mode: Mode) -> Result<Vec<Result<R, Error>>, Error>
+    where
+        I: IntoIterator<Item = usize>,
+        F: Fn(usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        let workers = self.worker_count()?;
+        let indices: Vec<usize> = indices.into_iter().collect();
+        if indices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let workers = workers.min(indices.len());
+        let enabled = self
+            .progress
+            .unwrap_or_else(|| std::io::stderr().is_terminal());
+        let progress = Progress::new(enabled, self.bar.as_ref(), indices.len());
+        let board = Board::new(workers)?;
+        let policy = Policy {
+            mode,
+            max_retries: self.max_retries,
+            task_timeout: self.task_timeout,
+        };
+        let signals = sys::catch_interrupts().map_err(|e| Error::Channel {
+            worker: usize::MAX,
+            message: format!("could not install signal handlers: {e}"),
+        })?;
+        let outcome =
+            Run::new(&indices, &f, &board, workers, self.chunk_size, policy).and_then(|mut run| {
+                run.start(workers)?;
+                run.drive(&progress)?;
+                run.finish();
+                Ok(std::mem::take(&mut run.results))
+                // `run` drops here: any worker still alive is killed and reaped.
+            });
+        sys::restore_signals(&signals);
+        match outcome {
+            Ok(results) => {
+                progress.finish(results.len() as u64);
+                results
+                    .into_iter()
+                    .enumerate()
+                    .map(|(pos, r)| {
+                        r.ok_or_else(|| Error::Channel {
+                            worker: usize::MAX,
+                            message: format!("the result of position {pos} went missing"),
+                        })
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                progress.abandon();
+                if let Error::Interrupted { signal, .. } = e {
+                    // Workers are gone; now let the caller's own disposition act, as if
+                    // forkmap had not been there (by default, the process ends).
+                    if signals.was_default(signal) {
+                        sys::raise(signal);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}

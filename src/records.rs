@@ -1,0 +1,706 @@
+//! The tutorial's rows (`chr pos pct c t`) as a plain-old-data [`Record`], a fast
+//! streaming loader for text files of them, and a writer for such files.
+//!
+//! A [`Record`] is `#[repr(C)]` and [`bytemuck::Pod`], so it is a valid [`SharedArray`]
+//! element: a worker can [`load_shared`] a file straight into shared memory. The text
+//! format is what `np.loadtxt(path, dtype=[('chr', 'S10'), ('pos', '<i4'), ('pct', '<f4'),
+//! ('c', '<i4'), ('t', '<i4')])` reads: five whitespace-separated fields per line, blank
+//! lines skipped, and everything from a `#` to the end of its line a comment.
+//!
+//! The loader reads the file in blocks of a fixed size and parses the bytes by hand (no
+//! per-field allocation), so its memory is the output plus one block. A malformed row is
+//! an [`Error::Parse`] naming the file, the line and the column (both 1-based), never a
+//! panic or a silently skipped row.
+//!
+//! # Examples
+//! ```
+//! use forkmap::records::{self, Record};
+//!
+//! let dir = std::env::temp_dir().join(format!("forkmap-doc-records-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("data1.txt");
+//! records::write_sample(&path, 1000, 7)?;
+//!
+//! let rows = records::load(&path)?;
+//! assert_eq!(rows.len(), 1000);
+//! let shared = records::load_shared(&path)?;
+//! assert_eq!(shared.read()[0], rows[0]);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), forkmap::Error>(())
+//! ```
+
+use std::borrow::{Borrow, Cow};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+use bytemuck::{Pod, Zeroable};
+use ndarray::{Array1, Ix1};
+
+use crate::error::Error;
+use crate::shm::SharedArray;
+
+/// Bytes in the `chr` field, as numpy's `S10`.
+pub const CHR_LEN: usize = 10;
+
+/// One row of the tutorial's files: a chromosome name and four numbers.
+///
+/// The layout is fixed (`#[repr(C)]`, 28 bytes, alignment 4): `chr` at offset 0, two
+/// bytes of explicit, always-zero padding, then `pos`, `pct`, `c` and `t` at offsets 12,
+/// 16, 20 and 24. It is numpy's
+/// `np.dtype({'names': ['chr', 'pos', 'pct', 'c', 't'], 'formats': ['S10', '<i4', '<f4',
+/// '<i4', '<i4'], 'offsets': [0, 12, 16, 20, 24], 'itemsize': 28})`.
+///
+/// # Examples
+/// ```
+/// use forkmap::{Record, SharedArray};
+///
+/// let r = Record::new("chr1", 10_468, 87.5, 7, 1).unwrap();
+/// assert_eq!(r.chr_str(), "chr1");
+/// assert_eq!(r.to_string(), "chr1\t10468\t87.5\t7\t1");
+///
+/// let shared = SharedArray::<Record, _>::zeros(3)?;
+/// shared.write()[1] = r;
+/// assert_eq!(shared.read()[1].pos, 10_468);
+/// # Ok::<(), forkmap::Error>(())
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Default, Pod, Zeroable)]
+pub struct Record {
+    /// The chromosome name: ASCII, padded with NUL bytes (numpy's `S10`).
+    pub chr: [u8; CHR_LEN],
+    /// Explicit padding so that `pos` is aligned; always zero.
+    _pad: [u8; 2],
+    /// The position.
+    pub pos: i32,
+    /// The percentage.
+    pub pct: f32,
+    /// The first count (`c`).
+    pub c: i32,
+    /// The second count (`t`).
+    pub t: i32,
+}
+
+const _: () = assert!(std::mem::size_of::<Record>() == 28);
+const _: () = assert!(std::mem::align_of::<Record>() == 4);
+const _: () = assert!(std::mem::offset_of!(Record, pos) == 12);
+const _: () = assert!(std::mem::offset_of!(Record, pct) == 16);
+const _: () = assert!(std::mem::offset_of!(Record, c) == 20);
+const _: () = assert!(std::mem::offset_of!(Record, t) == 24);
+
+impl Record {
+    /// A record; `None` when `chr` is empty, longer than [`CHR_LEN`] bytes, or not made
+    /// of printable, non-space ASCII (what the text format can carry).
+    pub fn new(chr: &str, pos: i32, pct: f32, c: i32, t: i32) -> Option<Record> {
+        let chr = chr_field(chr.as_bytes()).ok()?;
+        Some(Record {
+            chr,
+            _pad: [0; 2],
+            pos,
+            pct,
+            c,
+            t,
+        })
+    }
+
+    /// The chromosome name's bytes, without the NUL padding.
+    pub fn chr_bytes(&self) -> &[u8] {
+        let len = self
+            .chr
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |last| last + 1);
+        &self.chr[..len]
+    }
+
+    /// The chromosome name as text, without the NUL padding. Borrowed whenever the bytes
+    /// are UTF-8 (always for records made by [`Record::new`] or the loader, which only
+    /// accept ASCII); otherwise invalid bytes become `U+FFFD`.
+    pub fn chr_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.chr_bytes())
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("chr", &self.chr_str())
+            .field("pos", &self.pos)
+            .field("pct", &self.pct)
+            .field("c", &self.c)
+            .field("t", &self.t)
+            .finish()
+    }
+}
+
+/// One line of the text format, tab separated, without the newline. `pct` is written
+/// with the fewest digits that read back as the same `f32`.
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}\t{}\t{}\t{}\t{}",
+            self.chr_str(),
+            self.pos,
+            self.pct,
+            self.c,
+            self.t
+        )
+    }
+}
+
+/// Checks a `chr` token and pads it to the field.
+fn chr_field(token: &[u8]) -> Result<[u8; CHR_LEN], String> {
+    if token.is_empty() {
+        return Err("chr is empty".into());
+    }
+    if token.len() > CHR_LEN {
+        return Err(format!(
+            "chr {} is {} bytes, longer than {CHR_LEN}",
+            quote(token),
+            token.len()
+        ));
+    }
+    if let Some(bad) = token.iter().position(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "chr {} has a byte that is not printable ASCII (0x{:02x})",
+            quote(token),
+            token[bad]
+        ));
+    }
+    let mut chr = [0u8; CHR_LEN];
+    chr[..token.len()].copy_from_slice(token);
+    Ok(chr)
+}
+
+/// A token for an error message: quoted, shortened when long.
+fn quote(token: &[u8]) -> String {
+    const MAX: usize = 40;
+    if token.len() > MAX {
+        format!(
+            "\"{}...\"",
+            String::from_utf8_lossy(&token[..MAX]).escape_debug()
+        )
+    } else {
+        format!("\"{}\"", String::from_utf8_lossy(token).escape_debug())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+
+/// Bytes read from the file at a time; a longer line grows the buffer.
+const BLOCK: usize = 1 << 20;
+
+const TOKEN: u8 = 0;
+const BLANK: u8 = 1;
+const NEWLINE: u8 = 2;
+const COMMENT: u8 = 3;
+
+/// What each byte is to the tokenizer: the blanks of C's `isspace` except the newline,
+/// the newline, the comment mark, and everything else part of a token.
+static CLASS: [u8; 256] = {
+    let mut class = [TOKEN; 256];
+    class[b' ' as usize] = BLANK;
+    class[b'\t' as usize] = BLANK;
+    class[b'\r' as usize] = BLANK;
+    class[0x0b] = BLANK;
+    class[0x0c] = BLANK;
+    class[b'\n' as usize] = NEWLINE;
+    class[b'#' as usize] = COMMENT;
+    class
+};
+
+const FIELDS: [&str; 5] = ["chr", "pos", "pct", "c", "t"];
+
+/// Loads a text file of records (see the [module docs](self) for the format).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened or read; [`Error::Parse`] for the first
+/// malformed row: a missing or extra field, a number that does not parse or does not fit
+/// its type, or a `chr` that is longer than [`CHR_LEN`] bytes or not printable ASCII.
+///
+/// # Examples
+/// ```no_run
+/// let rows = forkmap::records::load("data1.txt")?;
+/// println!("{} rows, first on {}", rows.len(), rows[0].chr_str());
+/// # Ok::<(), forkmap::Error>(())
+/// ```
+pub fn load(path: impl AsRef<Path>) -> Result<Array1<Record>, Error> {
+    let path = path.as_ref();
+    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+    // A first guess at the row count (about 30 bytes a row) saves most regrowth.
+    let guess = file
+        .metadata()
+        .map_or(0, |m| (m.len() / 32).min(1 << 24) as usize);
+    let mut rows = Vec::with_capacity(guess);
+    for_each_block(path, &mut file, |block, line| {
+        parse_block(block, line, path, |r| {
+            rows.push(r);
+            true
+        })
+        .map(drop)
+    })?;
+    Ok(Array1::from_vec(rows))
+}
+
+/// Loads a text file of records straight into a new [`SharedArray`], without an
+/// intermediate copy: a first pass counts the rows, a second parses them into the
+/// shared memory. Use it in a worker to hand a file's rows to other processes.
+///
+/// # Errors
+/// As [`load`]; also [`Error::Shm`] when the shared memory cannot be made, and
+/// [`Error::Parse`] when the file changes between the two passes.
+///
+/// # Examples
+/// ```no_run
+/// let shared = forkmap::records::load_shared("data1.txt")?;
+/// let total: i64 = shared.read().iter().map(|r| i64::from(r.c)).sum();
+/// # Ok::<(), forkmap::Error>(())
+/// ```
+pub fn load_shared(path: impl AsRef<Path>) -> Result<SharedArray<Record, Ix1>, Error> {
+    let path = path.as_ref();
+    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut count = 0usize;
+    for_each_block(path, &mut file, |block, _| {
+        count += count_rows(block);
+        Ok(())
+    })?;
+    let shared = SharedArray::<Record, Ix1>::zeros(count)?;
+    {
+        let mut guard = shared.write();
+        let out = guard
+            .as_slice_mut()
+            .expect("a new one-dimensional array is contiguous");
+        let mut filled = 0usize;
+        let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+        let mut last_line = 1;
+        for_each_block(path, &mut file, |block, line| {
+            last_line = line;
+            parse_block(block, line, path, |r| match out.get_mut(filled) {
+                Some(slot) => {
+                    *slot = r;
+                    filled += 1;
+                    true
+                }
+                None => false,
+            })
+            .map(drop)
+        })?;
+        if filled != count {
+            return Err(changed(path, last_line));
+        }
+    }
+    Ok(shared)
+}
+
+fn io_error(path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn changed(path: &Path, line: usize) -> Error {
+    Error::Parse {
+        path: path.to_path_buf(),
+        line,
+        column: 1,
+        message: "the file changed while it was being read".into(),
+    }
+}
+
+/// Reads `file` block by block and calls `each` with runs of whole lines (the last one
+/// may lack its newline at the end of the file) and the 1-based number of the first.
+fn for_each_block(
+    path: &Path,
+    file: &mut File,
+    mut each: impl FnMut(&[u8], usize) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut buf = vec![0u8; BLOCK];
+    let mut filled = 0;
+    let mut line = 1;
+    loop {
+        if filled == buf.len() {
+            // One line fills the whole buffer: make room for the rest of it.
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match file.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(path, e)),
+        };
+        if n == 0 {
+            if filled > 0 {
+                each(&buf[..filled], line)?;
+            }
+            return Ok(());
+        }
+        let searched = filled;
+        filled += n;
+        if let Some(last) = buf[searched..filled].iter().rposition(|&b| b == b'\n') {
+            let end = searched + last + 1;
+            each(&buf[..end], line)?;
+            line += buf[..end].iter().filter(|&&b| b == b'\n').count();
+            buf.copy_within(end..filled, 0);
+            filled -= end;
+        }
+    }
+}
+
+/// How many lines of `block` hold a row (anything before a comment but blanks).
+fn count_rows(block: &[u8]) -> usize {
+    let mut rows = 0;
+    let mut i = 0;
+    while i < block.len() {
+        while i < block.len() && CLASS[block[i] as usize] == BLANK {
+            i += 1;
+        }
+        if i < block.len() && CLASS[block[i] as usize] == TOKEN {
+            rows += 1;
+        }
+        match block[i.min(block.len())..].iter().position(|&b| b == b'\n') {
+            Some(nl) => i += nl + 1,
+            None => break,
+        }
+    }
+    rows
+}
+
+/// Parses the rows of `block`, whose first line is number `line`, handing each to `emit`;
+/// `emit` returns `false` when it can take no more (the file grew since it was counted).
+/// Returns the number of rows.
+fn parse_block(
+    block: &[u8],
+    mut line: usize,
+    path: &Path,
+    mut emit: impl FnMut(Record) -> bool,
+) -> Result<usize, Error> {
+    let n = block.len();
+    let mut rows = 0;
+    let mut i = 0;
+    while i < n {
+        let line_start = i;
+        let fail = move |at: usize, message: String| Error::Parse {
+            path: path.to_path_buf(),
+            line,
+            column: at - line_start + 1,
+            message,
+        };
+        let mut tokens: [(usize, usize); 5] = [(0, 0); 5];
+        let mut found = 0;
+        // Split the line into tokens, up to its end or a comment.
+        loop {
+            while i < n && CLASS[block[i] as usize] == BLANK {
+                i += 1;
+            }
+            if i == n || CLASS[block[i] as usize] != TOKEN {
+                break;
+            }
+            let start = i;
+            while i < n && CLASS[block[i] as usize] == TOKEN {
+                i += 1;
+            }
+            if found == FIELDS.len() {
+                return Err(fail(
+                    start,
+                    format!(
+                        "unexpected sixth field {}: a row has 5 fields (chr pos pct c t)",
+                        quote(&block[start..i])
+                    ),
+                ));
+            }
+            tokens[found] = (start, i);
+            found += 1;
+        }
+        let end_of_content = i;
+        // Skip a comment, then the newline.
+        match block[i..].iter().position(|&b| b == b'\n') {
+            Some(nl) => i += nl + 1,
+            None => i = n,
+        }
+        if found == 0 {
+            line += 1;
+            continue;
+        }
+        if found < FIELDS.len() {
+            return Err(fail(
+                end_of_content,
+                format!(
+                    "missing field {} (found {found} of 5 fields: chr pos pct c t)",
+                    FIELDS[found]
+                ),
+            ));
+        }
+        let token = |k: usize| &block[tokens[k].0..tokens[k].1];
+        let chr = chr_field(token(0)).map_err(|m| fail(tokens[0].0, m))?;
+        let int = |k: usize| {
+            parse_i32(token(k)).ok_or_else(|| {
+                fail(
+                    tokens[k].0,
+                    format!(
+                        "field {} is {}, not an integer that fits in 32 bits",
+                        FIELDS[k],
+                        quote(token(k))
+                    ),
+                )
+            })
+        };
+        let pos = int(1)?;
+        let pct = parse_f32(token(2)).ok_or_else(|| {
+            fail(
+                tokens[2].0,
+                format!("field pct is {}, not a number", quote(token(2))),
+            )
+        })?;
+        let c = int(3)?;
+        let t = int(4)?;
+        let record = Record {
+            chr,
+            _pad: [0; 2],
+            pos,
+            pct,
+            c,
+            t,
+        };
+        if !emit(record) {
+            return Err(changed(path, line));
+        }
+        rows += 1;
+        line += 1;
+    }
+    Ok(rows)
+}
+
+/// A decimal integer with an optional sign, as `int()` reads it, if it fits an `i32`.
+fn parse_i32(token: &[u8]) -> Option<i32> {
+    let (negative, digits) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, token),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(d);
+        if value > 1 << 31 {
+            return None;
+        }
+    }
+    i32::try_from(if negative { -value } else { value }).ok()
+}
+
+/// A floating-point number, read exactly as `str::parse::<f32>` reads it (the nearest
+/// `f32`; `inf`, `nan` and exponents accepted). Plain decimals with few digits take a
+/// fast path that is exact too: both the digits and the power of ten are exact `f32`
+/// values, so one correctly rounded division gives the nearest `f32`.
+fn parse_f32(token: &[u8]) -> Option<f32> {
+    let (negative, rest) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, token),
+    };
+    let mut mantissa: u32 = 0;
+    let mut digits = 0;
+    let mut fraction_digits = 0;
+    let mut seen_point = false;
+    let mut fast = !rest.is_empty();
+    for &b in rest {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u32::from(b - b'0'));
+                digits += 1;
+                fraction_digits += u32::from(seen_point);
+            }
+            b'.' if !seen_point => seen_point = true,
+            _ => {
+                fast = false;
+                break;
+            }
+        }
+    }
+    // 7 digits stay below 2^24 (every such integer is an exact f32), and 10^10 is the
+    // largest exact power of ten.
+    if fast && digits > 0 && digits <= 7 && fraction_digits <= 10 {
+        let value = mantissa as f32 / POW10[fraction_digits as usize];
+        return Some(if negative { -value } else { value });
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+static POW10: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+/// Writes records as a text file that [`load`] and `np.loadtxt` read back exactly: one
+/// tab-separated line per record. An existing file is replaced.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be created or written.
+///
+/// # Examples
+/// ```no_run
+/// use forkmap::records::{self, Record};
+///
+/// let rows = [Record::new("chrX", 1, 50.0, 1, 1).unwrap()];
+/// records::write("one.txt", &rows)?;
+/// # Ok::<(), forkmap::Error>(())
+/// ```
+pub fn write<R: Borrow<Record>>(
+    path: impl AsRef<Path>,
+    records: impl IntoIterator<Item = R>,
+) -> Result<(), Error> {
+    write_with_header(path.as_ref(), None, records)
+}
+
+/// Writes a sample file of `rows` plausible records, the same for the same `seed`: a
+/// `# chr pos pct c t` comment line, then rows sorted by chromosome (`chr1` to `chr22`,
+/// `chrX`, `chrY`, `chrM`) and position, with counts `c` and `t` and `pct` = 100·c/(c+t).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be created or written.
+///
+/// # Examples
+/// ```no_run
+/// forkmap::records::write_sample("data1.txt", 1_000_000, 1)?;
+/// # Ok::<(), forkmap::Error>(())
+/// ```
+pub fn write_sample(path: impl AsRef<Path>, rows: usize, seed: u64) -> Result<(), Error> {
+    write_with_header(path.as_ref(), Some("# chr pos pct c t"), sample(rows, seed))
+}
+
+/// The records [`write_sample`] writes, without a file.
+pub fn sample(rows: usize, seed: u64) -> Sample {
+    Sample {
+        state: seed ^ 0x5851_f42d_4c95_7f2d,
+        row: 0,
+        rows,
+        pos: 0,
+        chrom: usize::MAX,
+    }
+}
+
+/// The iterator of [`sample`].
+#[derive(Debug, Clone)]
+pub struct Sample {
+    state: u64,
+    row: usize,
+    rows: usize,
+    pos: i32,
+    chrom: usize,
+}
+
+const CHROMOSOMES: [&str; 25] = [
+    "chr1", "chr2", "chr3", "chr4", "chr5", "chr6", "chr7", "chr8", "chr9", "chr10", "chr11",
+    "chr12", "chr13", "chr14", "chr15", "chr16", "chr17", "chr18", "chr19", "chr20", "chr21",
+    "chr22", "chrX", "chrY", "chrM",
+];
+
+impl Sample {
+    /// splitmix64: small, fast and good enough for sample data.
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+impl Iterator for Sample {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.row >= self.rows {
+            return None;
+        }
+        let chrom = (self.row as u128 * CHROMOSOMES.len() as u128 / self.rows as u128) as usize;
+        if chrom != self.chrom {
+            self.chrom = chrom;
+            self.pos = 0;
+        }
+        self.row += 1;
+        self.pos = self.pos.saturating_add(1 + self.below(200) as i32);
+        let c = self.below(31) as i32;
+        let t = self.below(31) as i32 + i32::from(c == 0);
+        let pct = 100.0 * c as f32 / (c + t) as f32;
+        Record::new(CHROMOSOMES[chrom], self.pos, pct, c, t)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.rows - self.row;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Sample {}
+
+fn write_with_header<R: Borrow<Record>>(
+    path: &Path,
+    header: Option<&str>,
+    records: impl IntoIterator<Item = R>,
+) -> Result<(), Error> {
+    let run = || -> io::Result<()> {
+        let mut out = BufWriter::with_capacity(BLOCK, File::create(path)?);
+        if let Some(header) = header {
+            writeln!(out, "{header}")?;
+        }
+        let mut line = Vec::with_capacity(64);
+        for r in records {
+            line.clear();
+            format_record(r.borrow(), &mut line);
+            out.write_all(&line)?;
+        }
+        out.flush()
+    };
+    run().map_err(|e| io_error(path, e))
+}
+
+/// Appends `record` as a text line, newline included. Integers are formatted by hand;
+/// `pct` goes through `Display`, which gives the shortest digits that read back exactly.
+fn format_record(record: &Record, line: &mut Vec<u8>) {
+    line.extend_from_slice(record.chr_bytes());
+    line.push(b'\t');
+    push_int(line, record.pos);
+    line.push(b'\t');
+    // Writing into a Vec cannot fail.
+    let _ = write!(line, "{}", record.pct);
+    line.push(b'\t');
+    push_int(line, record.c);
+    line.push(b'\t');
+    push_int(line, record.t);
+    line.push(b'\n');
+}
+
+fn push_int(line: &mut Vec<u8>, value: i32) {
+    let mut digits = [0u8; 10];
+    let mut k = digits.len();
+    let mut v = value.unsigned_abs();
+    loop {
+        k -= 1;
+        digits[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        line.push(b'-');
+    }
+    line.extend_from_slice(&digits[k..]);
+}
+
+#[cfg(test)]
+mod tests;
