@@ -54,6 +54,7 @@ fn a_killed_worker_is_replaced_and_its_tasks_rerun() {
     assert_eq!(a[150], 2);
     // Nothing ran that was not needed more than twice, and everything ran.
     assert!(a.iter().all(|&n| (1..=2).contains(&n)), "{:?}", a.view());
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(common::children().is_empty());
 }
 
@@ -397,7 +398,25 @@ fn refused_forks_are_errors() {
     }
     let _d = common::deadline(60);
     let _s = common::serial();
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    let mut exe = std::env::current_exe().unwrap();
+    let mut cmd;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Root is exempt from RLIMIT_NPROC: run the limited role as nobody, from a copy of
+        // this binary that nobody can reach whatever directory the checkout lives in.
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let dir = scratch("nobody");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("faults-test");
+        std::fs::copy(&exe, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe = copy;
+        cmd = std::process::Command::new(&exe);
+        cmd.uid(65534).gid(65534).current_dir(&dir);
+    } else {
+        cmd = std::process::Command::new(&exe);
+    }
     cmd.args([
         "refused_forks_are_errors",
         "--exact",
@@ -405,13 +424,10 @@ fn refused_forks_are_errors() {
         "--test-threads=1",
     ])
     .env("FORKMAP_TEST_ROLE", "limited");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        // Root is exempt from RLIMIT_NPROC: run the limited role as nobody.
-        use std::os::unix::process::CommandExt;
-        cmd.uid(65534).gid(65534);
-    }
     let mut child = cmd.spawn().unwrap();
     let status = common::wait_child(&mut child, 50);
+    if let Some(dir) = exe.parent().filter(|d| d.starts_with(std::env::temp_dir())) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     assert!(status.success(), "{status}");
 }

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::copy::copy_map;
+use crate::sys;
 use crate::work::{self, Params, Workload};
 
 /// The Rust peers: (key, label) in report order.
@@ -37,24 +38,46 @@ pub(crate) fn run(peer: &str, workload: Workload, p: &Params, workers: usize) ->
     }
 }
 
-/// Times `reps` calls of `f`; returns the seconds of each and the last result.
-fn timed<T>(
-    reps: usize,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> Result<(Vec<f64>, T), String> {
-    let mut times = Vec::with_capacity(reps);
-    let mut last = None;
-    for _ in 0..reps.max(1) {
-        let start = Instant::now();
-        let out = f()?;
-        times.push(start.elapsed().as_secs_f64());
-        last = Some(out);
-    }
-    Ok((times, last.expect("at least one repetition")))
+/// Wall and CPU times of some repetitions, and the last result.
+pub(crate) struct Timed<T> {
+    times: Vec<f64>,
+    /// CPU seconds of this process (all its threads) per repetition.
+    cpu_self: Vec<f64>,
+    /// CPU seconds of the child processes reaped during each repetition.
+    cpu_children: Vec<f64>,
+    last: T,
 }
 
-fn report(times: Vec<f64>, results: &[f64], extra: Value) -> Value {
-    json!({ "times": times, "checksum": results.iter().sum::<f64>(), "extra": extra })
+/// Times `reps` calls of `f`.
+fn timed<T>(reps: usize, mut f: impl FnMut() -> Result<T, String>) -> Result<Timed<T>, String> {
+    let mut t = Timed {
+        times: Vec::with_capacity(reps),
+        cpu_self: Vec::with_capacity(reps),
+        cpu_children: Vec::with_capacity(reps),
+        last: None,
+    };
+    for _ in 0..reps.max(1) {
+        let (s0, c0) = sys::cpu_self_and_children();
+        let start = Instant::now();
+        let out = f()?;
+        t.times.push(start.elapsed().as_secs_f64());
+        let (s1, c1) = sys::cpu_self_and_children();
+        t.cpu_self.push((s1 - s0).as_secs_f64());
+        t.cpu_children.push((c1 - c0).as_secs_f64());
+        t.last = Some(out);
+    }
+    Ok(Timed {
+        times: t.times,
+        cpu_self: t.cpu_self,
+        cpu_children: t.cpu_children,
+        last: t.last.expect("at least one repetition"),
+    })
+}
+
+fn report(t: Timed<Vec<f64>>, mut extra: Value) -> Value {
+    extra["cpu_self"] = json!(t.cpu_self);
+    extra["cpu_children"] = json!(t.cpu_children);
+    json!({ "times": t.times, "checksum": t.last.iter().sum::<f64>(), "extra": extra })
 }
 
 fn pool(workers: usize) -> Pool {
@@ -83,7 +106,7 @@ fn tutorial(peer: &str, p: &Params) -> Result<Value, String> {
     let (workers, n) = (2, 4);
     let sleep = Duration::from_secs_f64(p.tutorial_sleep_s);
     let a = work::random_fill(p.tutorial_n);
-    let (times, results) = match peer {
+    let t = match peer {
         "forkmap" => {
             let b = SharedArray::<f64, _>::zeros((p.tutorial_n, p.tutorial_n))
                 .map_err(|e| e.to_string())?;
@@ -116,14 +139,14 @@ fn tutorial(peer: &str, p: &Params) -> Result<Value, String> {
         })?,
         _ => return unknown(peer, Workload::Tutorial),
     };
-    Ok(report(times, &results, json!({})))
+    Ok(report(t, json!({})))
 }
 
 /// (b) 1,000,000 tasks of about 1 us each, reading the shared array.
 fn fine(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
     let (n, k, x) = (p.fine_tasks, p.fine_k, p.fine_x);
     let a = work::fill(p.side, p.side);
-    let (times, results) = match peer {
+    let t = match peer {
         "forkmap" => {
             let b = frozen(&a)?;
             drop(a);
@@ -164,14 +187,14 @@ fn fine(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
         }
         _ => return unknown(peer, Workload::Fine),
     };
-    Ok(report(times, &results, json!({})))
+    Ok(report(t, json!({})))
 }
 
 /// (c) 2,000 tasks, task `i` spinning `(i + 1) * unit` of CPU time.
 fn skewed(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
     let (n, unit) = (p.skew_tasks, p.skew_unit_ns);
     let a = work::fill(p.side, p.side);
-    let (times, results) = match peer {
+    let t = match peer {
         "forkmap" => {
             let b = frozen(&a)?;
             drop(a);
@@ -204,7 +227,7 @@ fn skewed(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
         }
         _ => return unknown(peer, Workload::Skewed),
     };
-    Ok(report(times, &results, json!({})))
+    Ok(report(t, json!({})))
 }
 
 /// (d) A 200 MB array, one task per worker: each sums the whole array, then holds it until
@@ -212,7 +235,7 @@ fn skewed(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
 fn memory(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
     let (rows, cols) = (p.mem_rows, p.mem_cols);
     let hold = p.mem_hold(workers);
-    let (times, results) = match peer {
+    let t = match peer {
         "forkmap" => {
             // Filled in place: no private 200 MB copy in the coordinator.
             let b = SharedArray::<f64, _>::zeros((rows, cols)).map_err(|e| e.to_string())?;
@@ -238,14 +261,14 @@ fn memory(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
         }
         _ => return unknown(peer, Workload::Memory),
     };
-    Ok(report(times, &results, json!({})))
+    Ok(report(t, json!({})))
 }
 
 /// (e) One trivial task: from the call to the result in hand.
 fn startup(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
     let a = work::fill(p.side, p.side);
     let reps = p.startup_reps;
-    let (times, results) = match peer {
+    let t = match peer {
         "forkmap" => {
             let b = frozen(&a)?;
             drop(a);
@@ -268,6 +291,6 @@ fn startup(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
         "copy" => timed(reps, || copy_map(&a, 1, 1, 1, |v, i| v[[i, i]]))?,
         _ => return unknown(peer, Workload::Startup),
     };
-    let first = times.first().copied();
-    Ok(report(times, &results, json!({ "first": first })))
+    let first = t.times.first().copied();
+    Ok(report(t, json!({ "first": first })))
 }

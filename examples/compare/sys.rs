@@ -5,6 +5,7 @@
 //! task costs the same CPU time in every peer, Rust or Python.
 
 use std::io;
+use std::time::Duration;
 
 /// A process id.
 pub(crate) type Pid = libc::pid_t;
@@ -90,4 +91,18 @@ pub(crate) fn thread_cpu_ns() -> u64 {
     // on Linux. std offers no thread CPU clock.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time (user + system) used so far by this process, and by its reaped children.
+pub(crate) fn cpu_self_and_children() -> (Duration, Duration) {
+    (rusage(libc::RUSAGE_SELF), rusage(libc::RUSAGE_CHILDREN))
+}
+
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `r` is a valid, writable rusage for the duration of the call.
+    unsafe { libc::getrusage(who, &mut r) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(r.ru_utime) + tv(r.ru_stime)
 }

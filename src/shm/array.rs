@@ -34,6 +34,21 @@ use crate::sync::{ReadHold, SlotCache, WriteHold};
 /// assert_eq!(sums, vec![6.0; 4]);
 /// # Ok::<(), forkmap::Error>(())
 /// ```
+///
+/// A view taken through a guard cannot outlive the guard, so no reference escapes the lock:
+///
+/// ```compile_fail,E0597
+/// let a = forkmap::SharedArray::<f64, _>::zeros(3).unwrap();
+/// let escaped = { let guard = a.read(); guard.view() };
+/// ```
+///
+/// and a write guard is released by the thread that took it (it is not `Send`):
+///
+/// ```compile_fail,E0277
+/// fn send<T: Send>(_: T) {}
+/// let a = forkmap::SharedArray::<f64, _>::zeros(3).unwrap();
+/// send(a.write());
+/// ```
 pub struct SharedArray<A, D> {
     seg: Segment,
     dim: D,
@@ -298,6 +313,15 @@ impl<A: std::fmt::Debug, D: Dimension> std::fmt::Debug for WriteGuard<'_, A, D> 
 /// let diag: Vec<u32> = Pool::new().workers(2).map(0..3, |i| table[[i, i]])?;
 /// assert_eq!(diag, vec![0, 4, 8]);
 /// # Ok::<(), forkmap::Error>(())
+/// ```
+///
+/// Its views borrow it, so they cannot outlive the mapping:
+///
+/// ```compile_fail,E0505
+/// let frozen = forkmap::SharedArray::<u8, _>::zeros(2).unwrap().freeze().unwrap();
+/// let view = frozen.view();
+/// drop(frozen);
+/// let _ = view[0];
 /// ```
 pub struct FrozenArray<A: 'static, D> {
     // Declared first so it is dropped before the mapping it points into.
