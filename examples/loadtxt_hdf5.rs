@@ -1,0 +1,245 @@
+//! Tutorial 2, the forkmap way: each worker loads a text file of records straight into a
+//! new shared array and returns it; the parent receives the same memory (the segment's
+//! descriptor crosses over, no copy, no name to leak), then writes every array to one HDF5
+//! file (with `--features hdf5`) or to one `.npy` file per input (without it).
+//!
+//! The Python original loads with `np.loadtxt`, copies into a `SharedMemory` block, passes
+//! name, shape and dtype back by hand, and must remember to `unlink`.
+//!
+//! ```text
+//! cargo run --release --example loadtxt_hdf5 [--features hdf5] -- [FILE ...]
+//!     [--generate FILES ROWS] [--dir DIR] [--out PATH] [--workers N]
+//! ```
+//! With no FILE, sample files are generated first (4 files x 1,000,000 rows by default).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use forkmap::ndarray::Ix1;
+use forkmap::{Pool, Record, SharedArray, records};
+
+struct Args {
+    files: Vec<PathBuf>,
+    generate: (usize, usize),
+    dir: PathBuf,
+    out: Option<PathBuf>,
+    workers: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        files: Vec::new(),
+        generate: (4, 1_000_000),
+        dir: PathBuf::from("target/loadtxt-sample"),
+        out: None,
+        workers: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => {
+                return Err("usage: loadtxt_hdf5 [FILE ...] [--generate FILES ROWS] [--dir DIR] [--out PATH] [--workers N]".into());
+            }
+            "--generate" => {
+                let files = value("--generate")?
+                    .parse()
+                    .map_err(|e| format!("--generate FILES: {e}"))?;
+                let rows = value("--generate")?
+                    .parse()
+                    .map_err(|e| format!("--generate ROWS: {e}"))?;
+                args.generate = (files, rows);
+            }
+            "--dir" => args.dir = PathBuf::from(value("--dir")?),
+            "--out" => args.out = Some(PathBuf::from(value("--out")?)),
+            "--workers" => {
+                args.workers = Some(
+                    value("--workers")?
+                        .parse()
+                        .map_err(|e| format!("--workers: {e}"))?,
+                )
+            }
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown flag {flag} (try --help)"));
+            }
+            file => args.files.push(PathBuf::from(file)),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> std::process::ExitCode {
+    match parse_args().and_then(|a| run(a).map_err(|e| e.to_string())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let files = if args.files.is_empty() {
+        generate(&args.dir, args.generate)?
+    } else {
+        args.files
+    };
+    let mut pool = Pool::new();
+    if let Some(n) = args.workers {
+        pool = pool.workers(n);
+    }
+
+    // Load: one task per file. Each worker parses its file straight into a new shared
+    // array and returns it; only the segment's descriptor travels back.
+    let start = Instant::now();
+    let loaded: Vec<Result<(SharedArray<Record, Ix1>, f64, f64), String>> =
+        pool.map(0..files.len(), |i| {
+            let t = Instant::now();
+            let array = records::load_shared(&files[i]).map_err(|e| e.to_string())?;
+            Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
+        })?;
+    let received = wall_clock();
+    let map_secs = start.elapsed().as_secs_f64();
+    let mut arrays = Vec::with_capacity(files.len());
+    let (mut load_cpu, mut last_done) = (0.0, 0.0f64);
+    for (file, result) in files.iter().zip(loaded) {
+        let (array, secs, done) = result.map_err(|e| format!("{}: {e}", file.display()))?;
+        load_cpu += secs;
+        last_done = last_done.max(done);
+        arrays.push(array);
+    }
+    let handoff_secs = (received - last_done).max(0.0);
+    let rows: usize = arrays.iter().map(|a| a.len()).sum();
+    for (file, a) in files.iter().zip(&arrays) {
+        let g = a.read();
+        let first = g.first().map(|r| r.to_string()).unwrap_or_default();
+        println!("{}: {} rows, first: {first}", file.display(), g.len());
+    }
+
+    // Write, in the parent, from the shared memory the workers filled.
+    let start = Instant::now();
+    let written = write(&files, &arrays, args.out.as_deref())?;
+    let write_secs = start.elapsed().as_secs_f64();
+
+    println!("\n{} files, {rows} rows -> {written}", files.len());
+    let workers = pool.worker_count()?.min(files.len());
+    println!(
+        "load in workers         {:8.3} s  ({load_cpu:.3} s of parsing over {workers} workers)",
+        map_secs - handoff_secs
+    );
+    println!("hand-off to the parent  {handoff_secs:8.3} s  (last array done -> parent holds all)");
+    println!("write                   {write_secs:8.3} s");
+    println!("total                   {:8.3} s", map_secs + write_secs);
+    Ok(())
+}
+
+/// Seconds since the epoch: a clock that workers and parent share.
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Writes sample files (once; kept for later runs) and returns their paths.
+fn generate(
+    dir: &Path,
+    (files, rows): (usize, usize),
+) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let paths: Vec<PathBuf> = (0..files)
+        .map(|i| dir.join(format!("data{}_{rows}.txt", i + 1)))
+        .collect();
+    let missing: Vec<usize> = (0..files).filter(|&i| !paths[i].exists()).collect();
+    if !missing.is_empty() {
+        let t = Instant::now();
+        // Generating is itself a parallel map; each task writes its own file.
+        let made = Pool::new().map(missing.iter().copied(), |i| {
+            records::write_sample(&paths[i], rows, i as u64 + 1).map_err(|e| e.to_string())
+        })?;
+        made.into_iter().collect::<Result<Vec<()>, String>>()?;
+        println!(
+            "generated {} sample files of {rows} rows in {} ({:.2} s)",
+            missing.len(),
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(paths)
+}
+
+fn dataset_name(file: &Path) -> String {
+    file.file_stem()
+        .map_or_else(|| "data".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+#[cfg(feature = "hdf5")]
+fn write(
+    files: &[PathBuf],
+    arrays: &[SharedArray<Record, Ix1>],
+    out: Option<&Path>,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let out = out.map_or_else(
+        || PathBuf::from("target/loadtxt-sample/records.h5"),
+        Path::to_path_buf,
+    );
+    let writer = forkmap::h5::Writer::create(&out)?;
+    for (file, a) in files.iter().zip(arrays) {
+        writer.write_records(&dataset_name(file), a.read().view())?;
+    }
+    writer.close()?;
+    Ok(format!(
+        "{} (HDF5, one compound dataset per file)",
+        out.display()
+    ))
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn write(
+    files: &[PathBuf],
+    arrays: &[SharedArray<Record, Ix1>],
+    out: Option<&Path>,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let dir = out.map_or_else(
+        || PathBuf::from("target/loadtxt-sample/npy"),
+        Path::to_path_buf,
+    );
+    std::fs::create_dir_all(&dir)?;
+    for (file, a) in files.iter().zip(arrays) {
+        write_npy(
+            &dir.join(format!("{}.npy", dataset_name(file))),
+            &a.read().view(),
+        )?;
+    }
+    Ok(format!(
+        "{}/*.npy (build with --features hdf5 for HDF5)",
+        dir.display()
+    ))
+}
+
+/// Writes records as a `.npy` file with numpy's structured dtype for [`Record`], which
+/// `np.load` reads back as the tutorial's array.
+#[cfg(not(feature = "hdf5"))]
+fn write_npy(path: &Path, rows: &forkmap::ndarray::ArrayView1<'_, Record>) -> std::io::Result<()> {
+    use std::io::Write;
+    // The list form numpy writes for a padded struct: the unnamed void field is padding.
+    let descr = "[('chr', '|S10'), ('', '|V2'), ('pos', '<i4'), ('pct', '<f4'), ('c', '<i4'), ('t', '<i4')]";
+    let mut header = format!(
+        "{{'descr': {descr}, 'fortran_order': False, 'shape': ({},), }}",
+        rows.len()
+    );
+    // Magic (6) + version (2) + length (2) + header + '\n', padded to a multiple of 64.
+    let total = (10 + header.len() + 1).next_multiple_of(64);
+    header.push_str(&" ".repeat(total - 10 - header.len() - 1));
+    header.push('\n');
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    out.write_all(b"\x93NUMPY\x01\x00")?;
+    out.write_all(&(header.len() as u16).to_le_bytes())?;
+    out.write_all(header.as_bytes())?;
+    match rows.as_slice() {
+        Some(slice) => out.write_all(bytemuck::cast_slice(slice))?,
+        None => {
+            for r in rows {
+                out.write_all(bytemuck::bytes_of(r))?;
+            }
+        }
+    }
+    out.flush()
+}
