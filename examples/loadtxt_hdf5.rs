@@ -18,6 +18,9 @@ use std::time::Instant;
 use forkmap::ndarray::Ix1;
 use forkmap::{Pool, Record, SharedArray, records};
 
+/// A file's rows in shared memory, the seconds its parsing took, and when it finished.
+type Loaded = (SharedArray<Record, Ix1>, f64, f64);
+
 struct Args {
     files: Vec<PathBuf>,
     generate: (usize, usize),
@@ -92,12 +95,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Load: one task per file. Each worker parses its file straight into a new shared
     // array and returns it; only the segment's descriptor travels back.
     let start = Instant::now();
-    let loaded: Vec<Result<(SharedArray<Record, Ix1>, f64, f64), String>> =
-        pool.map(0..files.len(), |i| {
-            let t = Instant::now();
-            let array = records::load_shared(&files[i]).map_err(|e| e.to_string())?;
-            Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
-        })?;
+    let loaded: Vec<Result<Loaded, String>> = pool.map(0..files.len(), |i| {
+        let t = Instant::now();
+        let array = records::load_shared(&files[i]).map_err(|e| e.to_string())?;
+        Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
+    })?;
     let received = wall_clock();
     let map_secs = start.elapsed().as_secs_f64();
     let mut arrays = Vec::with_capacity(files.len());
@@ -135,7 +137,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Seconds since the epoch: a clock that workers and parent share.
 fn wall_clock() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Writes sample files (once; kept for later runs) and returns their paths.

@@ -151,27 +151,39 @@ impl fmt::Display for Record {
 }
 
 /// Checks a `chr` token and pads it to the field.
+#[inline]
 fn chr_field(token: &[u8]) -> Result<[u8; CHR_LEN], String> {
+    let mut chr = [0u8; CHR_LEN];
+    if !token.is_empty() && token.len() <= CHR_LEN && token.iter().all(u8::is_ascii_graphic) {
+        // A fixed-length loop the compiler unrolls, cheaper than a call to memcpy.
+        for (k, byte) in chr.iter_mut().enumerate() {
+            if k < token.len() {
+                *byte = token[k];
+            }
+        }
+        return Ok(chr);
+    }
+    Err(chr_problem(token))
+}
+
+#[cold]
+fn chr_problem(token: &[u8]) -> String {
     if token.is_empty() {
-        return Err("chr is empty".into());
+        return "chr is empty".into();
     }
     if token.len() > CHR_LEN {
-        return Err(format!(
+        return format!(
             "chr {} is {} bytes, longer than {CHR_LEN}",
             quote(token),
             token.len()
-        ));
+        );
     }
-    if let Some(bad) = token.iter().position(|b| !b.is_ascii_graphic()) {
-        return Err(format!(
-            "chr {} has a byte that is not printable ASCII (0x{:02x})",
-            quote(token),
-            token[bad]
-        ));
-    }
-    let mut chr = [0u8; CHR_LEN];
-    chr[..token.len()].copy_from_slice(token);
-    Ok(chr)
+    let bad = token.iter().find(|b| !b.is_ascii_graphic()).copied();
+    format!(
+        "chr {} has a byte that is not printable ASCII (0x{:02x})",
+        quote(token),
+        bad.unwrap_or(0)
+    )
 }
 
 /// A token for an error message: quoted, shortened when long.
@@ -498,44 +510,51 @@ fn parse_i32(token: &[u8]) -> Option<i32> {
 }
 
 /// A floating-point number, read exactly as `str::parse::<f32>` reads it (the nearest
-/// `f32`; `inf`, `nan` and exponents accepted). Plain decimals with few digits take a
-/// fast path that is exact too: both the digits and the power of ten are exact `f32`
-/// values, so one correctly rounded division gives the nearest `f32`.
+/// `f32`; `inf`, `nan` and exponents accepted), with a fast path for plain decimals.
+///
+/// The fast path takes `m / 10^k` for up to 15 digits `m` and `k <= 8` fraction digits,
+/// divides in `f64` and rounds to `f32`. That is exact: `m < 2^53` and `10^k` are exact
+/// `f64` values, so the quotient is the nearest `f64` to `q = m / 10^k`, off by at most
+/// 2^-53 relative. Rounding it again to `f32` gives the nearest `f32` to `q` unless
+/// that error crosses a midpoint `M * 2^E` between two `f32` (`M` odd, `M < 2^25`); when
+/// `q` is not itself such a midpoint it is further away than that: for `E >= 0`,
+/// `|q - M 2^E| >= 10^-k`, at least 1/m > 2^-53 relative; for `E < 0`,
+/// `|q - M 2^E| >= 10^-k 2^E`, at least 1/(M 10^k) >= 1/(2^25 10^8) > 2^-53 relative.
 fn parse_f32(token: &[u8]) -> Option<f32> {
     let (negative, rest) = match token.split_first() {
         Some((b'-', rest)) => (true, rest),
         Some((b'+', rest)) => (false, rest),
         _ => (false, token),
     };
-    let mut mantissa: u32 = 0;
+    let mut mantissa: u64 = 0;
     let mut digits = 0;
     let mut fraction_digits = 0;
     let mut seen_point = false;
-    let mut fast = !rest.is_empty();
-    for &b in rest {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa.wrapping_mul(10).wrapping_add(u32::from(b - b'0'));
-                digits += 1;
-                fraction_digits += u32::from(seen_point);
-            }
-            b'.' if !seen_point => seen_point = true,
-            _ => {
-                fast = false;
-                break;
+    let mut fast = !rest.is_empty() && rest.len() <= 16;
+    if fast {
+        for &b in rest {
+            match b {
+                b'0'..=b'9' => {
+                    mantissa = mantissa * 10 + u64::from(b - b'0');
+                    digits += 1;
+                    fraction_digits += usize::from(seen_point);
+                }
+                b'.' if !seen_point => seen_point = true,
+                _ => {
+                    fast = false;
+                    break;
+                }
             }
         }
     }
-    // 7 digits stay below 2^24 (every such integer is an exact f32), and 10^10 is the
-    // largest exact power of ten.
-    if fast && digits > 0 && digits <= 7 && fraction_digits <= 10 {
-        let value = mantissa as f32 / POW10[fraction_digits as usize];
+    if fast && digits > 0 && digits <= 15 && fraction_digits <= 8 {
+        let value = (mantissa as f64 / POW10[fraction_digits]) as f32;
         return Some(if negative { -value } else { value });
     }
     std::str::from_utf8(token).ok()?.parse().ok()
 }
 
-static POW10: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+static POW10: [f64; 9] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
 
 // ---------------------------------------------------------------------------------------
 // Writing

@@ -270,6 +270,19 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// A coarse monotonic clock (the kernel's last tick, a few milliseconds of resolution)
+/// that costs no more than a memory read: workers stamp every task with it, and task
+/// deadlines are checked against it.
+pub(crate) fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The errno of an error, for the lock code that speaks in raw return values.
 pub(crate) fn errno_error(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)

@@ -82,7 +82,7 @@ impl<F> Worker<'_, F> {
             let mut outcomes = Vec::with_capacity(chunk.len());
             for pos in chunk {
                 slot.started_ns
-                    .store(sys::monotonic_ns(), Ordering::Relaxed);
+                    .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
                 slot.current.store(pos as u64 + 1, Ordering::Release);
                 let index = self.indices[pos];
                 let outcome = match panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index))) {

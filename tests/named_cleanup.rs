@@ -1,6 +1,8 @@
 //! Named segments leave nothing in /dev/shm. This file counts /dev/shm entries, so it
 //! is its own test binary; each test counts only names with its own prefix, so tests
 //! running at the same time (here or in other processes) do not disturb the counts.
+//! Nothing here panics on purpose: a panic in one test thread while another forks
+//! workers is a separate hazard, kept out of this file.
 
 use std::time::Duration;
 
@@ -60,19 +62,6 @@ fn failed_creations_leave_nothing() {
 }
 
 #[test]
-fn a_panic_while_the_owner_lives_removes_the_name() {
-    let p = prefix("panic");
-    let result = std::panic::catch_unwind(|| {
-        let owner = SharedArray::<u8, _>::create_named_unique(&p, 8).unwrap();
-        assert_eq!(count(&p), 1);
-        owner.write()[0] = 1;
-        panic!("on purpose");
-    });
-    assert!(result.is_err());
-    assert_eq!(count(&p), 0);
-}
-
-#[test]
 fn workers_use_a_named_array_without_touching_the_name() {
     let p = prefix("workers");
     let shared = SharedArray::<u64, _>::create_named_unique(&p, (8, 4)).unwrap();
@@ -83,8 +72,7 @@ fn workers_use_a_named_array_without_touching_the_name() {
             shared.write().row_mut(row).fill(row as u64);
             // A worker may also open the array by name, as another program would.
             let other = SharedArray::<u64, _>::open_named(&name, (8, 4)).unwrap();
-            let sum: u64 = other.read().row(row).sum();
-            sum
+            other.read().row(row).iter().sum::<u64>()
         })
         .unwrap();
     assert_eq!(sums, (0..8).map(|r| 4 * r).collect::<Vec<_>>());

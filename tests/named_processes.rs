@@ -138,3 +138,18 @@ fn another_process_dies_holding_the_lock() {
     assert!(shared.lock_recoveries() >= 1);
     assert_eq!(shared.read()[[0, 0]], 7);
 }
+
+#[test]
+fn a_panic_while_the_owner_lives_removes_the_name() {
+    let mut path = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let owner = SharedArray::<u8, _>::create_named_unique("forkmap-it-", 8).unwrap();
+        let p = std::path::Path::new("/dev/shm").join(owner.name().unwrap());
+        assert!(p.exists());
+        path = Some(p);
+        owner.write()[0] = 1;
+        panic!("on purpose");
+    }));
+    assert!(result.is_err());
+    assert!(!path.unwrap().exists());
+}

@@ -14,6 +14,8 @@ Peers:
   pool_map     plain multiprocessing.Pool.map over the same global Array, the numpy view made
                once before the fork (cheaper per task than the tutorial), default chunks unless
                the workload says otherwise.
+  pool_map_loop  workload b only: pool_map with the Rust task's algorithm (Horner's rule)
+               written as a pure-Python loop instead of numpy's dot product.
   sequential   the pool_map task in a loop in this process (workload b only): the
                interpreter's own cost per task, without any parallel machinery.
 
@@ -25,6 +27,7 @@ import argparse
 import ctypes
 import json
 import multiprocessing as mp
+import resource
 import time
 from multiprocessing import Array
 
@@ -81,6 +84,15 @@ def fine_cached(i):
     return float(VIEW[i % SHAPE[0], : P["fine_k"]] @ POW)
 
 
+def fine_loop(i):
+    """The Rust task's algorithm, Horner's rule, in pure Python."""
+    x = P["fine_x"]
+    acc = 0.0
+    for v in VIEW[i % SHAPE[0], : P["fine_k"]].tolist():
+        acc = acc * x + v
+    return acc
+
+
 def spin(ns):
     end = time.thread_time_ns() + ns
     while time.thread_time_ns() < end:
@@ -133,12 +145,28 @@ def run_pool_map(fn, n, workers, chunksize=None):
     return out
 
 
+CPU = {"cpu_self": [], "cpu_children": []}
+
+
+def _cpu():
+    """CPU seconds (user + system) of this process and of its reaped children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def timed(reps, call):
+    """Wall seconds per repetition; CPU seconds of this process and of its reaped
+    children per repetition go to CPU."""
     times, out = [], None
     for _ in range(max(1, reps)):
+        c0 = _cpu()
         t0 = time.perf_counter()
         out = call()
         times.append(time.perf_counter() - t0)
+        c1 = _cpu()
+        CPU["cpu_self"].append(c1[0] - c0[0])
+        CPU["cpu_children"].append(c1[1] - c0[1])
     return times, out
 
 
@@ -179,6 +207,8 @@ def main():
             times, out = timed(reps, lambda: run_process_map(fine_tutorial, n, w, c))
         elif peer == "pool_map":
             times, out = timed(reps, lambda: run_pool_map(fine_cached, n, w))
+        elif peer == "pool_map_loop":
+            times, out = timed(1, lambda: run_pool_map(fine_loop, n, w))
         elif peer == "sequential":
             times, out = timed(1, lambda: [fine_cached(i) for i in range(n)])
         else:
@@ -219,6 +249,7 @@ def main():
         extra["first"] = times[0]
     else:
         raise SystemExit(f"no workload {args.workload}")
+    extra.update(CPU)
     print(json.dumps({"times": times, "checksum": float(sum(out)), "extra": extra}))
 
 

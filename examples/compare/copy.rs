@@ -140,10 +140,7 @@ where
 }
 
 /// Waits for the next finished chunk, failing if a child dies without reporting.
-fn receive(
-    rx: &ipc::IpcReceiver<Done>,
-    running: &mut Running,
-) -> Result<Done, String> {
+fn receive(rx: &ipc::IpcReceiver<Done>, running: &mut Running) -> Result<Done, String> {
     loop {
         match rx.try_recv_timeout(Duration::from_millis(10)) {
             Ok(done) => return Ok(done),

@@ -28,7 +28,12 @@ pub(crate) const RUST_PEERS: [(&str, &str); 5] = [
 ];
 
 /// Runs `peer` on `workload` and returns its JSON report.
-pub(crate) fn run(peer: &str, workload: Workload, p: &Params, workers: usize) -> Result<Value, String> {
+pub(crate) fn run(
+    peer: &str,
+    workload: Workload,
+    p: &Params,
+    workers: usize,
+) -> Result<Value, String> {
     match workload {
         Workload::Tutorial => tutorial(peer, p),
         Workload::Fine => fine(peer, p, workers),
@@ -45,6 +50,8 @@ pub(crate) struct Timed<T> {
     cpu_self: Vec<f64>,
     /// CPU seconds of the child processes reaped during each repetition.
     cpu_children: Vec<f64>,
+    /// Minor page faults of this process, and of its reaped children, per repetition.
+    faults: Vec<[u64; 2]>,
     last: T,
 }
 
@@ -54,22 +61,25 @@ fn timed<T>(reps: usize, mut f: impl FnMut() -> Result<T, String>) -> Result<Tim
         times: Vec::with_capacity(reps),
         cpu_self: Vec::with_capacity(reps),
         cpu_children: Vec::with_capacity(reps),
+        faults: Vec::with_capacity(reps),
         last: None,
     };
     for _ in 0..reps.max(1) {
-        let (s0, c0) = sys::cpu_self_and_children();
+        let [s0, c0] = sys::usage();
         let start = Instant::now();
         let out = f()?;
         t.times.push(start.elapsed().as_secs_f64());
-        let (s1, c1) = sys::cpu_self_and_children();
-        t.cpu_self.push((s1 - s0).as_secs_f64());
-        t.cpu_children.push((c1 - c0).as_secs_f64());
+        let [s1, c1] = sys::usage();
+        t.cpu_self.push((s1.0 - s0.0).as_secs_f64());
+        t.cpu_children.push((c1.0 - c0.0).as_secs_f64());
+        t.faults.push([s1.1 - s0.1, c1.1 - c0.1]);
         t.last = Some(out);
     }
     Ok(Timed {
         times: t.times,
         cpu_self: t.cpu_self,
         cpu_children: t.cpu_children,
+        faults: t.faults,
         last: t.last.expect("at least one repetition"),
     })
 }
@@ -77,6 +87,7 @@ fn timed<T>(reps: usize, mut f: impl FnMut() -> Result<T, String>) -> Result<Tim
 fn report(t: Timed<Vec<f64>>, mut extra: Value) -> Value {
     extra["cpu_self"] = json!(t.cpu_self);
     extra["cpu_children"] = json!(t.cpu_children);
+    extra["faults"] = json!(t.faults);
     json!({ "times": t.times, "checksum": t.last.iter().sum::<f64>(), "extra": extra })
 }
 
@@ -98,7 +109,10 @@ fn frozen(a: &Array2<f64>) -> Result<FrozenArray<f64, forkmap::ndarray::Ix2>, St
 }
 
 fn unknown(peer: &str, w: Workload) -> Result<Value, String> {
-    Err(format!("peer {peer} does not run workload ({})", w.letter()))
+    Err(format!(
+        "peer {peer} does not run workload ({})",
+        w.letter()
+    ))
 }
 
 /// (a) Tutorial 1: 4 tasks, 0.1 s each, 2 workers, chunk size 1, `read()` as in DESIGN.md.

@@ -67,7 +67,10 @@ fn probe(exe: &Path) -> Option<String> {
 }
 
 fn quiet(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
@@ -77,7 +80,13 @@ fn quiet(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// The command that runs Python peer `peer` on workload `letter`.
-pub(crate) fn command(py: &Python, peer: &str, letter: &str, workers: usize, params: &str) -> Command {
+pub(crate) fn command(
+    py: &Python,
+    peer: &str,
+    letter: &str,
+    workers: usize,
+    params: &str,
+) -> Command {
     let mut cmd = Command::new(&py.exe);
     cmd.arg(script())
         .args(["--peer", peer, "--workload", letter])

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::tree::Peak;
+use crate::tree::Peaks;
 
 /// What one peer reported for one workload.
 #[derive(Debug, Clone)]
@@ -18,12 +18,12 @@ pub(crate) struct Sample {
     /// Peer-specific extras (`first`, `chunksize`).
     pub(crate) extra: Value,
     /// Peak total PSS of the peer's process tree, when sampled.
-    pub(crate) peak: Option<Peak>,
+    pub(crate) peak: Option<Peaks>,
 }
 
 impl Sample {
     /// Parses a peer's JSON line.
-    pub(crate) fn parse(stdout: &str, peak: Option<Peak>) -> Result<Sample, String> {
+    pub(crate) fn parse(stdout: &str, peak: Option<Peaks>) -> Result<Sample, String> {
         let line = stdout
             .lines()
             .rev()
@@ -57,6 +57,20 @@ impl Sample {
         } else {
             (t[n / 2 - 1] + t[n / 2]) / 2.0
         }
+    }
+
+    /// Median CPU seconds per call of the calling process and of its worker processes.
+    pub(crate) fn cpu(&self) -> Option<(f64, f64)> {
+        let med = |key: &str| -> Option<f64> {
+            let mut v: Vec<f64> = self.extra[key]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        med("cpu_self").zip(med("cpu_children"))
     }
 
     /// The fastest repetition, seconds.
@@ -147,8 +161,10 @@ pub(crate) fn mb(bytes: f64) -> String {
 
 /// A ratio such as `1.07×`.
 pub(crate) fn ratio(r: f64) -> String {
-    if r.is_finite() {
+    if r.is_finite() && r >= 0.01 {
         format!("{r:.2}×")
+    } else if r.is_finite() {
+        format!("{r:.1e}×")
     } else {
         "-".into()
     }
@@ -247,4 +263,26 @@ pub(crate) fn machine() -> String {
         .map(|o| format!(", {}", String::from_utf8_lossy(&o.stdout).trim()))
         .unwrap_or_default();
     format!("{cpu}, {cores} cores{mem}{kernel}{rustc}")
+}
+
+/// The commit of the library measured, and whether `src/` had uncommitted changes.
+pub(crate) fn source_state() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => match git(&["status", "--porcelain", "--", "src"]) {
+            Some(s) if !s.is_empty() => format!("{head} with uncommitted changes in src/"),
+            _ => head,
+        },
+        None => "unknown (not a git checkout)".into(),
+    }
 }

@@ -18,8 +18,12 @@ pub(crate) enum Forked {
     Parent(Pid),
 }
 
-/// Forks the calling process. Call it only while the process has a single thread.
+/// Forks the calling process. Call it only while the process has a single thread. The
+/// child must leave with [`exit_now`], never by returning into the caller's code.
 pub(crate) fn fork() -> io::Result<Forked> {
+    // The copy baseline may not use forkmap's `sys::fork`: this is its own, with the same
+    // obligations (single-threaded caller, `_exit` in the child).
+    #[allow(clippy::disallowed_methods)]
     // SAFETY: fork has no memory-safety preconditions; every caller in this harness runs
     // single-threaded (peer processes start no thread before forking), so no lock held by
     // another thread can be inherited in a locked state.
@@ -40,7 +44,15 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// interrupted run leaves no process behind.
 pub(crate) fn die_with_parent() {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 /// Waits for `pid` to end and reaps it; returns its raw wait status.
@@ -93,16 +105,17 @@ pub(crate) fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// CPU time (user + system) used so far by this process, and by its reaped children.
-pub(crate) fn cpu_self_and_children() -> (Duration, Duration) {
-    (rusage(libc::RUSAGE_SELF), rusage(libc::RUSAGE_CHILDREN))
+/// CPU time (user + system) and minor page faults so far, of this process and of its
+/// reaped children.
+pub(crate) fn usage() -> [(Duration, u64); 2] {
+    [rusage(libc::RUSAGE_SELF), rusage(libc::RUSAGE_CHILDREN)]
 }
 
-fn rusage(who: libc::c_int) -> Duration {
+fn rusage(who: libc::c_int) -> (Duration, u64) {
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `r` is a valid, writable rusage for the duration of the call.
     unsafe { libc::getrusage(who, &mut r) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(r.ru_utime) + tv(r.ru_stime)
+    (tv(r.ru_utime) + tv(r.ru_stime), r.ru_minflt as u64)
 }

@@ -19,7 +19,17 @@ pub(crate) struct Finished {
     /// How it ended.
     pub(crate) status: ExitStatus,
     /// The largest total PSS of its process tree seen, when sampled.
-    pub(crate) peak: Option<Peak>,
+    pub(crate) peak: Option<Peaks>,
+}
+
+/// Peaks of a sampled run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Peaks {
+    /// Over the whole run, set-up included.
+    pub(crate) overall: Peak,
+    /// Over the samples in which the tree had at least the expected number of processes
+    /// (the caller and all its workers).
+    pub(crate) working: Peak,
 }
 
 /// The largest total PSS seen over a process tree.
@@ -32,18 +42,25 @@ pub(crate) struct Peak {
 }
 
 /// Runs `cmd` to the end (killing its whole process group after `limit`), sampling its
-/// tree's PSS every few milliseconds when `sample` is set.
-pub(crate) fn run(mut cmd: Command, sample: bool, limit: Duration) -> Result<Finished, String> {
+/// tree's PSS every few milliseconds when `sample` gives the number of processes the tree
+/// has while its workers run.
+pub(crate) fn run(
+    mut cmd: Command,
+    sample: Option<usize>,
+    limit: Duration,
+) -> Result<Finished, String> {
     cmd.process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
     let pid = child.id() as Pid;
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
     let started = Instant::now();
-    let mut peak: Option<Peak> = sample.then(Peak::default);
+    let mut peak: Option<Peaks> = sample.map(|_| Peaks::default());
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
@@ -51,15 +68,20 @@ pub(crate) fn run(mut cmd: Command, sample: bool, limit: Duration) -> Result<Fin
         if started.elapsed() > limit {
             sys::kill_group(pid);
             let _ = child.wait();
-            return Err(format!("timed out after {limit:?}; its process group was killed"));
+            return Err(format!(
+                "timed out after {limit:?}; its process group was killed"
+            ));
         }
-        if let Some(best) = &mut peak {
+        if let (Some(best), Some(expected)) = (&mut peak, sample) {
             let now = tree_pss(pid);
-            if now.pss_bytes > best.pss_bytes {
-                *best = now;
+            if now.pss_bytes > best.overall.pss_bytes {
+                best.overall = now;
+            }
+            if now.processes >= expected && now.pss_bytes > best.working.pss_bytes {
+                best.working = now;
             }
         }
-        std::thread::sleep(Duration::from_millis(if sample { 10 } else { 2 }));
+        std::thread::sleep(Duration::from_millis(if sample.is_some() { 10 } else { 2 }));
     };
     // Anything the peer left behind in its group is a bug: say so, and end it by pid.
     let leftovers = group_members(pid);

@@ -166,7 +166,9 @@ pub(crate) fn tutorial_task(a: &ArrayRef2<f64>, i: usize, sleep: Duration) -> f6
 #[inline]
 pub(crate) fn fine_task(a: &ArrayRef2<f64>, i: usize, k: usize, x: f64) -> f64 {
     let row = a.row(i % a.nrows());
-    let row = row.as_slice().expect("rows of a standard-layout array are contiguous");
+    let row = row
+        .as_slice()
+        .expect("rows of a standard-layout array are contiguous");
     let mut acc = 0.0;
     for &v in &row[..k] {
         acc = acc * x + v;

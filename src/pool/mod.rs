@@ -2,6 +2,7 @@
 
 mod run;
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -153,8 +154,11 @@ impl Pool {
         F: Fn(usize) -> R,
         R: Serialize + DeserializeOwned,
     {
-        let results = self.execute(indices, f, Mode::FailFast)?;
-        results.into_iter().collect()
+        let (values, _) = self.execute(indices, f, Mode::FailFast)?;
+        values
+            .into_iter()
+            .collect::<Option<Vec<R>>>()
+            .ok_or_else(missing_result)
     }
 
     /// Like [`map`](Pool::map), but one failing task does not throw away the others:
@@ -184,10 +188,24 @@ impl Pool {
         F: Fn(usize) -> R,
         R: Serialize + DeserializeOwned,
     {
-        self.execute(indices, f, Mode::KeepGoing)
+        let (values, mut failures) = self.execute(indices, f, Mode::KeepGoing)?;
+        Ok(values
+            .into_iter()
+            .enumerate()
+            .map(|(pos, value)| {
+                value.ok_or_else(|| failures.remove(&pos).unwrap_or_else(missing_result))
+            })
+            .collect())
     }
 
-    fn execute<I, F, R>(&self, indices: I, f: F, mode: Mode) -> Result<Vec<Result<R, Error>>, Error>
+    /// Runs a call; returns each position's value, and the failures (`KeepGoing` only).
+    #[allow(clippy::type_complexity)]
+    fn execute<I, F, R>(
+        &self,
+        indices: I,
+        f: F,
+        mode: Mode,
+    ) -> Result<(Vec<Option<R>>, HashMap<usize, Error>), Error>
     where
         I: IntoIterator<Item = usize>,
         F: Fn(usize) -> R,
@@ -196,7 +214,7 @@ impl Pool {
         let workers = self.worker_count()?;
         let indices: Vec<usize> = indices.into_iter().collect();
         if indices.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), HashMap::new()));
         }
         let workers = workers.min(indices.len());
         let enabled = self
@@ -218,23 +236,17 @@ impl Pool {
                 run.start(workers)?;
                 run.drive(&progress)?;
                 run.finish();
-                Ok(std::mem::take(&mut run.results))
+                Ok((
+                    std::mem::take(&mut run.values),
+                    std::mem::take(&mut run.failures),
+                ))
                 // `run` drops here: any worker still alive is killed and reaped.
             });
         sys::restore_signals(&signals);
         match outcome {
-            Ok(results) => {
-                progress.finish(results.len() as u64);
-                results
-                    .into_iter()
-                    .enumerate()
-                    .map(|(pos, r)| {
-                        r.ok_or_else(|| Error::Channel {
-                            worker: usize::MAX,
-                            message: format!("the result of position {pos} went missing"),
-                        })
-                    })
-                    .collect()
+            Ok(outcomes) => {
+                progress.finish(outcomes.0.len() as u64);
+                Ok(outcomes)
             }
             Err(e) => {
                 progress.abandon();
@@ -248,5 +260,12 @@ impl Pool {
                 Err(e)
             }
         }
+    }
+}
+
+fn missing_result() -> Error {
+    Error::Channel {
+        worker: usize::MAX,
+        message: "a result went missing".into(),
     }
 }

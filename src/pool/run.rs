@@ -71,8 +71,12 @@ pub(super) struct Run<'a, F, R> {
     report_rx: Option<IpcReceiver<Envelope>>,
     crew: Vec<Member>,
     sched: Scheduler,
-    /// One slot per position: `None` until its outcome is known.
-    pub(super) results: Vec<Option<Result<R, Error>>>,
+    /// One slot per position: `None` until its value is known. Allocated after the
+    /// workers are forked, so they neither inherit it nor make the coordinator take
+    /// copy-on-write faults as it fills.
+    pub(super) values: Vec<Option<R>>,
+    /// Positions whose task failed (`try_map` only; `map` stops at the first).
+    pub(super) failures: HashMap<usize, Error>,
     pub(super) done: usize,
     /// Failed attempts per position (deaths and timeouts it caused).
     strikes: HashMap<usize, u32>,
@@ -106,9 +110,8 @@ where
             report_rx: Some(report_rx),
             crew: Vec::with_capacity(workers),
             sched: Scheduler::new(indices.len(), workers, chunk),
-            results: std::iter::repeat_with(|| None)
-                .take(indices.len())
-                .collect(),
+            values: Vec::new(),
+            failures: HashMap::new(),
             done: 0,
             strikes: HashMap::new(),
             unexplained_deaths: 0,
@@ -121,6 +124,9 @@ where
         for w in 0..workers {
             self.spawn(w)?;
         }
+        self.values = std::iter::repeat_with(|| None)
+            .take(self.indices.len())
+            .collect();
         for w in 0..workers {
             self.refill(w);
         }
@@ -351,7 +357,14 @@ where
             (Err(e), Mode::FailFast) => return Err(e),
             (r, _) => r,
         };
-        if self.results[pos].replace(result).is_none() {
+        let fresh = self.values[pos].is_none() && !self.failures.contains_key(&pos);
+        match result {
+            Ok(value) => self.values[pos] = Some(value),
+            Err(e) => {
+                self.failures.insert(pos, e);
+            }
+        }
+        if fresh {
             self.done += 1;
         }
         Ok(())
@@ -362,7 +375,7 @@ where
         let Some(limit) = self.policy.task_timeout else {
             return;
         };
-        let now = sys::monotonic_ns();
+        let now = sys::monotonic_coarse_ns();
         for (w, m) in self.crew.iter_mut().enumerate() {
             if m.exit.is_some() || m.overdue.is_some() {
                 continue;
@@ -513,11 +526,14 @@ where
         }
         let deadline = Instant::now() + EXIT_GRACE;
         for w in 0..self.crew.len() {
+            // A worker told to stop exits within microseconds: poll fast, then back off.
+            let mut nap = Duration::from_micros(5);
             while self.crew[w].exit.is_none() {
                 match sys::try_wait(self.crew[w].pid) {
                     Ok(Some(status)) => self.crew[w].exit = Some(status),
                     Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_micros(200))
+                        std::thread::sleep(nap);
+                        nap = (nap * 2).min(Duration::from_micros(500));
                     }
                     // Out of time or unwaitable: Drop kills and reaps it.
                     _ => break,

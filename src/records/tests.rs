@@ -356,7 +356,7 @@ fn floats_match_the_standard_parser() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     for _ in 0..200_000 * stress {
-        let int_digits = rng.usize(0..6);
+        let int_digits = rng.usize(0..11);
         let frac_digits = rng.usize(0..12);
         let mut text = String::new();
         if rng.bool() {
@@ -383,4 +383,29 @@ fn sample_has_the_requested_rows() {
     let rows: Vec<Record> = sample(25, 1).collect();
     let names: Vec<_> = rows.iter().map(|r| r.chr_str().into_owned()).collect();
     assert_eq!(names, CHROMOSOMES);
+}
+
+#[test]
+fn floats_next_to_midpoints() {
+    // Midpoints between neighbouring f32 in [2^16, 2^24) have at most 8 decimals, so the
+    // fast path sees them exactly, and their neighbours 1e-8 away.
+    let mut rng = fastrand::Rng::with_seed(17);
+    for _ in 0..100_000 {
+        let x = f32::from_bits(rng.u32((1 << 16) as f32 as u32..(1 << 24) as f32 as u32));
+        let up = f32::from_bits(x.to_bits() + 1);
+        let mid = (f64::from(x) + f64::from(up)) / 2.0;
+        for text in [
+            format!("{mid:.8}"),
+            format!("{:.8}", mid - 1e-8),
+            format!("{:.8}", mid + 1e-8),
+            format!("{mid:.7}"),
+        ] {
+            let expected: f32 = text.parse().unwrap();
+            assert_eq!(
+                parse_f32(text.as_bytes()).map(f32::to_bits),
+                Some(expected.to_bits()),
+                "{text}"
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ pub(crate) struct WorkerSlot {
     pub(crate) done: AtomicU64,
     /// Position of the task now running, plus one; 0 when idle.
     pub(crate) current: AtomicU64,
-    /// `sys::monotonic_ns()` when the current task started.
+    /// `sys::monotonic_coarse_ns()` when the current task started.
     pub(crate) started_ns: AtomicU64,
 }
 
