@@ -39,6 +39,9 @@ pub(crate) struct RawRwLock {
     last_dead: AtomicI32,
     /// Pid of the process holding the mutex, for naming it if it dies.
     holder: AtomicI32,
+    /// Slots `0..claimed` may be in use: claims take the lowest free slot, so writers scan
+    /// as many slots as processes ever read, not all of them.
+    claimed: AtomicU32,
     readers: [ReaderSlot; MAX_READERS],
 }
 
@@ -158,22 +161,19 @@ impl RawRwLock {
     fn claim_slot(&self, me: Pid) -> usize {
         let backoff = Backoff::new();
         loop {
-            if let Some(i) = self.readers.iter().position(|s| s.pid.load(SeqCst) == me) {
+            if let Some(i) = self.in_use().iter().position(|s| s.pid.load(SeqCst) == me) {
                 return i;
             }
-            let start = me as usize % MAX_READERS;
-            for k in 0..MAX_READERS {
-                let i = (start + k) % MAX_READERS;
-                if self.readers[i]
-                    .pid
-                    .compare_exchange(0, me, SeqCst, SeqCst)
-                    .is_ok()
-                {
+            for (i, slot) in self.readers.iter().enumerate() {
+                if slot.pid.compare_exchange(0, me, SeqCst, SeqCst).is_ok() {
+                    // Published before this process's first count increment, so a writer
+                    // that could miss the increment cannot miss the slot (see README).
+                    self.claimed.fetch_max(i as u32 + 1, SeqCst);
                     return i;
                 }
             }
             // Full: take over the slot of a process that no longer runs.
-            for (i, slot) in self.readers.iter().enumerate() {
+            for (i, slot) in self.in_use().iter().enumerate() {
                 let pid = slot.pid.load(SeqCst);
                 if pid > 0
                     && !sys::process_running(pid)
@@ -191,6 +191,12 @@ impl RawRwLock {
                 backoff.snooze();
             }
         }
+    }
+
+    /// The slots that may be in use.
+    fn in_use(&self) -> &[ReaderSlot] {
+        let n = (self.claimed.load(SeqCst) as usize).min(MAX_READERS);
+        &self.readers[..n]
     }
 
     fn note_dead(&self, pid: Pid) {
@@ -226,7 +232,7 @@ impl RawRwLock {
         let mut rounds: u32 = 0;
         loop {
             let busy = self
-                .readers
+                .in_use()
                 .iter()
                 .filter(|s| s.count.load(SeqCst) != 0)
                 .count();
@@ -254,7 +260,7 @@ impl RawRwLock {
     /// Releases the slots of readers whose process is gone or a zombie.
     fn clear_dead_readers(&self) -> bool {
         let mut cleared = false;
-        for slot in &self.readers {
+        for slot in self.in_use() {
             let pid = slot.pid.load(SeqCst);
             if pid > 0
                 && slot.count.load(SeqCst) != 0
@@ -395,6 +401,7 @@ mod tests {
         let lock = Boxed::new();
         let l = lock.get();
         // Pid beyond pid_max: no such process.
+        l.claimed.store(8, SeqCst);
         l.readers[7].pid.store(0x3fff_fff0, SeqCst);
         l.readers[7].count.store(1, SeqCst);
         let w = l.write();
