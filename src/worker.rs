@@ -3,7 +3,8 @@
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::Serialize;
@@ -16,6 +17,35 @@ use crate::sys;
 pub(crate) const EXIT_INTERNAL: i32 = 101;
 /// Exit code of a worker that found its coordinator gone at start.
 pub(crate) const EXIT_ORPHANED: i32 = 102;
+
+/// Set in a worker right after the fork: from then on the panic hook records panics for
+/// the coordinator instead of printing them. Never set in the caller's process.
+static IN_WORKER: AtomicBool = AtomicBool::new(false);
+static HOOK: Once = Once::new();
+
+/// Installs, once per process and before the first fork, a panic hook that records a
+/// worker's panic (message and location) and otherwise defers to the hook that was there.
+///
+/// Installing it in the child instead would take the process-wide hook lock after the
+/// fork, and hang if another thread of the caller was panicking at that moment. A caller
+/// that later replaces the hook loses only the location in panic reports, and its hook
+/// prints worker panics.
+pub(crate) fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !IN_WORKER.load(Ordering::Relaxed) {
+                return previous(info);
+            }
+            let msg = payload_message(info.payload());
+            let msg = match info.location() {
+                Some(loc) => format!("{msg} (at {}:{}:{})", loc.file(), loc.line(), loc.column()),
+                None => msg,
+            };
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(msg));
+        }));
+    });
+}
 
 thread_local! {
     /// The message of the last panic on this thread, recorded by the worker's hook.
@@ -49,20 +79,9 @@ impl<F> Worker<'_, F> {
             sys::exit_immediately(EXIT_ORPHANED);
         }
         sys::reset_signals_in_child();
-        // Panics are reported to the coordinator, never printed by the child.
-        panic::set_hook(Box::new(|info| {
-            let payload = info.payload();
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "Box<dyn Any>".to_string());
-            let msg = match info.location() {
-                Some(loc) => format!("{msg} (at {}:{}:{})", loc.file(), loc.line(), loc.column()),
-                None => msg,
-            };
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some(msg));
-        }));
+        // Panics are reported to the coordinator, never printed by the child: the hook
+        // installed before the fork records them from now on.
+        IN_WORKER.store(true, Ordering::Relaxed);
         let code = match panic::catch_unwind(AssertUnwindSafe(|| self.serve())) {
             Ok(()) => 0,
             Err(_) => EXIT_INTERNAL,
@@ -90,7 +109,7 @@ impl<F> Worker<'_, F> {
                     Err(payload) => {
                         let message = LAST_PANIC
                             .with(|p| p.borrow_mut().take())
-                            .unwrap_or_else(|| "panic".into());
+                            .unwrap_or_else(|| payload_message(payload.as_ref()));
                         // The payload's own destructor may panic; that must not unwind out.
                         if panic::catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
                             sys::exit_immediately(EXIT_INTERNAL);
@@ -162,4 +181,13 @@ impl<F> Worker<'_, F> {
         };
         self.reports.send(envelope).is_ok()
     }
+}
+
+/// The message of a panic payload (a `&str` or `String`), when the hook did not record one.
+fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_string())
 }

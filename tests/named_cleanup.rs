@@ -4,7 +4,9 @@
 //! Nothing here panics on purpose: a panic in one test thread while another forks
 //! workers is a separate hazard, kept out of this file.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use forkmap::{Pool, SharedArray};
 
@@ -22,6 +24,34 @@ fn count(prefix: &str) -> usize {
                 .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(prefix))
         })
         .count()
+}
+
+/// Aborts the test binary if it is still alive at the deadline (its workers die with
+/// it), so a hung pool fails the run instead of stalling it.
+struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    fn new(limit: Duration) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while !seen.load(Ordering::SeqCst) {
+                if Instant::now() > deadline {
+                    eprintln!("named_cleanup: deadline of {limit:?} passed, aborting");
+                    std::process::abort();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 #[test]
@@ -66,8 +96,10 @@ fn workers_use_a_named_array_without_touching_the_name() {
     let p = prefix("workers");
     let shared = SharedArray::<u64, _>::create_named_unique(&p, (8, 4)).unwrap();
     let name = shared.name().unwrap().to_string();
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     let sums: Vec<u64> = Pool::new()
         .workers(2)
+        .task_timeout(Duration::from_secs(30))
         .map(0..8, |row| {
             shared.write().row_mut(row).fill(row as u64);
             // A worker may also open the array by name, as another program would.

@@ -222,6 +222,7 @@ impl Pool {
             .unwrap_or_else(|| std::io::stderr().is_terminal());
         let progress = Progress::new(enabled, self.bar.as_ref(), indices.len());
         let board = Board::new(workers)?;
+        crate::worker::install_panic_hook();
         let policy = Policy {
             mode,
             max_retries: self.max_retries,

@@ -409,3 +409,34 @@ fn floats_next_to_midpoints() {
         }
     }
 }
+
+#[test]
+fn counting_agrees_with_parsing() {
+    let texts: [&[u8]; 9] = [
+        b"a 1 1 1 1\nb 2 2 2 2\n",
+        b"a 1 1 1 1\nb 2 2 2 2",
+        b"\n\na 1 1 1 1\n\n",
+        b"# c\na 1 1 1 1\n  # c\n\t\n",
+        b"   a 1 1 1 1\r\n\r\nb 2 2 2 2\r\n",
+        b"a 1 1 1 1 # c\n#\n#\n",
+        b"\n",
+        b"#",
+        b"",
+    ];
+    for text in texts {
+        let parsed = parse_block(text, 1, Path::new("x"), |_| true).unwrap();
+        assert_eq!(
+            count_rows(text),
+            parsed,
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+    }
+    // A line starting with a control byte is a (malformed) row for both.
+    assert_eq!(count_rows(b"\x01 1 1 1 1\n"), 1);
+    assert_eq!(count_newlines(&b"\n".repeat(1000)), 1000);
+    assert_eq!(
+        count_pairs(b"\nx\ny\n\n", |a, b| a == b'\n' && b != b'\n'),
+        2
+    );
+}

@@ -22,7 +22,9 @@ use crate::sync::{ReadHold, SlotCache, WriteHold};
 /// [`freeze`](Self::freeze) gives a [`FrozenArray`] that reads with no lock at all.
 ///
 /// The segment is an anonymous memory file (`memfd`): it has no name in `/dev/shm` and
-/// disappears when the last process holding it exits, whatever way it exits.
+/// disappears when the last process holding it exits, whatever way it exits. For another
+/// program to attach, an array can instead live under a name
+/// ([`create_named`](Self::create_named), [`open_named`](Self::open_named)).
 ///
 /// # Examples
 /// ```

@@ -1,4 +1,4 @@
-//! Shared-memory segments: a memfd (or, later, a named file in `/dev/shm`) mapped
+//! Shared-memory segments: a memfd (or a named file in `/dev/shm`, see `named`) mapped
 //! shared, with a self-describing header at offset 0 and the data 64-byte aligned after.
 
 mod array;
