@@ -114,6 +114,16 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| e.to_string())
 }
 
+/// Completes ipc-channel's lazily initialised process-wide state in the calling thread.
+///
+/// Called before every fork: if another thread of the caller were initialising it at
+/// the moment of the fork, the child would inherit a `LazyLock` stuck "in progress" and
+/// block forever on its first send or receive. Calling it here waits for any such
+/// initialisation to finish (or does it), so the child inherits it complete.
+pub(crate) fn prepare_fork() {
+    let _ = ipc_channel::platform::OsIpcSender::get_max_fragment_size();
+}
+
 /// Order channel of worker `worker`.
 pub(crate) fn order_channel(
     worker: usize,

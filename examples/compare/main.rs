@@ -5,6 +5,7 @@
 //! cargo run --release --example compare                  # everything, a few minutes
 //! cargo run --release --example compare -- --quick       # smaller sizes, under a minute
 //! cargo run --release --example compare -- --workloads b,e --workers 2 --no-python
+//! cargo run --release --features hdf5 --example compare -- --workloads f
 //! ```
 //!
 //! Peers: forkmap; sequential; rayon with the same number of threads; a naive process
@@ -13,10 +14,16 @@
 //! `process_map` with `multiprocessing.Array` and plain `multiprocessing.Pool.map`, run
 //! from a virtualenv this harness makes at `target/bench-venv` (numpy and tqdm from PyPI;
 //! the Python peers are skipped, with the reason, where that is not possible).
+//! Workload (f) adds tutorial 2's two Python versions, with h5py installed into the same
+//! virtualenv.
 //!
 //! Workloads: (a) tutorial 1 exactly; (b) 1,000,000 tasks of about 1 µs reading the shared
 //! array; (c) 2,000 tasks whose cost grows linearly with the index; (d) a 200 MB array
-//! shared with 2 and 8 workers, total PSS of the process tree; (e) one trivial task.
+//! shared with 2 and 8 workers, total PSS of the process tree; (e) one trivial task;
+//! (f) tutorial 2 end to end: 4 text files of 1,000,000 records loaded in workers, handed
+//! to the parent in shared memory and written to one HDF5 file by the parent. (f) needs
+//! `--features hdf5` (it is skipped, saying so, without it), and its files are checked
+//! to hold the same data on every side.
 //!
 //! Every peer runs in a child process of this one (`--peer`), in its own process group,
 //! so that no peer inherits another's threads or heap and the memory of each peer's
@@ -25,6 +32,7 @@
 mod copy;
 mod peers;
 mod python;
+mod records;
 mod report;
 mod sections;
 mod sys;
@@ -38,7 +46,7 @@ use std::time::{Duration, Instant};
 use report::{Row, Sample, mb, secs};
 use work::{Params, Workload};
 
-const USAGE: &str = "usage: compare [--quick] [--workloads a,b,c,d,e] [--workers N] \
+const USAGE: &str = "usage: compare [--quick] [--workloads a,b,c,d,e,f] [--workers N] \
 [--no-python] [--venv DIR] [--output FILE]";
 
 /// How long one peer may run before its process group is killed.
@@ -149,7 +157,8 @@ fn orchestrate(args: &Args) -> ExitCode {
     let p = Params::new(args.quick, args.workers);
     let params_json = serde_json::to_string(&p).expect("parameters serialise");
     let python = if args.python {
-        python::setup(&args.venv)
+        let h5py = cfg!(feature = "hdf5") && args.workloads.contains(&Workload::Records);
+        python::setup(&args.venv, h5py)
     } else {
         Err("--no-python was given".into())
     };
@@ -163,10 +172,18 @@ fn orchestrate(args: &Args) -> ExitCode {
         params_json,
         python,
     };
-    let command = if args.line.is_empty() {
-        "cargo run --release --example compare".to_string()
+    let features = if cfg!(feature = "hdf5") {
+        " --features hdf5"
     } else {
-        format!("cargo run --release --example compare -- {}", args.line)
+        ""
+    };
+    let command = if args.line.is_empty() {
+        format!("cargo run --release{features} --example compare")
+    } else {
+        format!(
+            "cargo run --release{features} --example compare -- {}",
+            args.line
+        )
     };
     let mut out = format!(
         "## forkmap compared with its peers\n\n\
@@ -190,12 +207,13 @@ fn orchestrate(args: &Args) -> ExitCode {
             Workload::Skewed => h.skewed(),
             Workload::Memory => h.memory(),
             Workload::Startup => h.startup(),
+            Workload::Records => h.records(),
         };
         out.push_str(&text);
         targets.extend(t);
     }
     if !targets.is_empty() {
-        out.push_str("### Targets (issue 3), measured in this run\n\n");
+        out.push_str("### Targets (issues 3 and 4), measured in this run\n\n");
         out.push_str(&report::targets_table(&targets));
     }
     out.push_str(&format!(

@@ -40,6 +40,7 @@ pub(crate) fn run(
         Workload::Skewed => skewed(peer, p, workers),
         Workload::Memory => memory(peer, p, workers),
         Workload::Startup => startup(peer, p, workers),
+        Workload::Records => crate::records::run(peer, p, workers),
     }
 }
 

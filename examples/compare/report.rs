@@ -61,16 +61,20 @@ impl Sample {
 
     /// Median CPU seconds per call of the calling process and of its worker processes.
     pub(crate) fn cpu(&self) -> Option<(f64, f64)> {
-        let med = |key: &str| -> Option<f64> {
-            let mut v: Vec<f64> = self.extra[key]
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_f64)
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied()
-        };
-        med("cpu_self").zip(med("cpu_children"))
+        self.extra_median("cpu_self")
+            .zip(self.extra_median("cpu_children"))
+    }
+
+    /// The median of the per-repetition numbers under `extra[key]` (nulls left out), if
+    /// there are any.
+    pub(crate) fn extra_median(&self, key: &str) -> Option<f64> {
+        let mut v: Vec<f64> = self.extra[key]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
     }
 
     /// The fastest repetition, seconds.

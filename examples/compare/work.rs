@@ -1,6 +1,7 @@
 //! The workloads: their parameters (shared with the Python peers as JSON) and the task
 //! kernels, written once and called by every Rust peer.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use forkmap::ndarray::{Array2, ArrayRef2};
@@ -8,7 +9,7 @@ use serde::Serialize;
 
 use crate::sys;
 
-/// The five workloads of issue 3.
+/// The workloads: (a)-(e) of issue 3, (f) of issue 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Workload {
     /// Tutorial 1 exactly: N=1000 array, indices 0..4, 0.1 s sleep, 2 workers, chunk 1.
@@ -21,16 +22,20 @@ pub(crate) enum Workload {
     Memory,
     /// One trivial task: call-to-result latency.
     Startup,
+    /// Tutorial 2 end to end: record files loaded in workers, handed to the parent in
+    /// shared memory, written to HDF5 by the parent.
+    Records,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub(crate) const ALL: [Workload; 5] = [
+    pub(crate) const ALL: [Workload; 6] = [
         Workload::Tutorial,
         Workload::Fine,
         Workload::Skewed,
         Workload::Memory,
         Workload::Startup,
+        Workload::Records,
     ];
 
     /// The one-letter name used on the command line and in the report.
@@ -41,6 +46,7 @@ impl Workload {
             Workload::Skewed => "c",
             Workload::Memory => "d",
             Workload::Startup => "e",
+            Workload::Records => "f",
         }
     }
 
@@ -89,11 +95,19 @@ pub(crate) struct Params {
     pub(crate) mem_hold_s: f64,
     /// See `mem_hold_s`.
     pub(crate) mem_hold_per_worker_s: f64,
+    /// The text files of records that every peer of (f) loads (made once by the harness
+    /// with `records::write_sample`, seeds 1, 2, ...).
+    pub(crate) records_inputs: Vec<String>,
+    /// Rows in each of them.
+    pub(crate) records_rows: usize,
+    /// The folder where each peer of (f) writes its HDF5 file, `<peer key>.h5`.
+    pub(crate) records_out: String,
 }
 
 impl Params {
     /// The default run, or the `--quick` one.
     pub(crate) fn new(quick: bool, workers: usize) -> Params {
+        let records_rows = if quick { 200_000 } else { 1_000_000 };
         Params {
             workers,
             reps: if quick { 3 } else { 5 },
@@ -112,7 +126,23 @@ impl Params {
             mem_cols: 5000,
             mem_hold_s: 0.5,
             mem_hold_per_worker_s: 0.15,
+            records_inputs: (1..=RECORDS_FILES)
+                .map(|i| {
+                    records_dir()
+                        .join(format!("data{i}_{records_rows}.txt"))
+                        .display()
+                        .to_string()
+                })
+                .collect(),
+            records_rows,
+            records_out: records_dir().join("out").display().to_string(),
         }
+    }
+
+    /// The HDF5 file that peer `key` of (f) writes (`py-<peer>` for the Python peers,
+    /// which build the same path from `records_out`).
+    pub(crate) fn records_output(&self, key: &str) -> PathBuf {
+        Path::new(&self.records_out).join(format!("{key}.h5"))
     }
 
     /// Total CPU time of the skewed tasks, by construction: `unit * n (n + 1) / 2`.
@@ -135,6 +165,15 @@ impl Params {
     pub(crate) fn pool_map_chunk(&self, n: usize, workers: usize) -> usize {
         n.div_ceil(4 * workers).max(1)
     }
+}
+
+/// Input files of (f), as in tutorial 2 (`data1.txt`, `data2.txt`, ...).
+pub(crate) const RECORDS_FILES: usize = 4;
+
+/// Where the harness keeps (f)'s input files (made once, kept for later runs) and the
+/// peers' HDF5 output.
+pub(crate) fn records_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compare-records")
 }
 
 /// The deterministic array every peer of (b)-(e) builds: element `k` (row-major) is

@@ -145,6 +145,10 @@ where
         self.next_incarnation += 1;
         let slot = self.board.slot(w);
         slot.current.store(0, Ordering::Release);
+        // Process-wide lazy state the child relies on must be complete before the fork
+        // (another thread may be initialising it right now; see `ipc::prepare_fork`).
+        ipc::prepare_fork();
+        let _ = sys::fork_generation();
         match sys::fork().map_err(|source| Error::Fork { worker: w, source })? {
             Forked::Child => {
                 for m in &mut self.crew {

@@ -1,0 +1,206 @@
+//! The Rust peers of (f), tutorial 2 end to end: text files of records loaded, then
+//! written by one process to one HDF5 file, one compound dataset per input file.
+//!
+//! - `forkmap`: one task per file; each worker parses its file straight into a new
+//!   `SharedArray<Record, Ix1>` (`records::load_shared`) and returns it; the parent
+//!   receives the same memory (the segment's descriptor crosses the IPC channel), writes
+//!   every array with `forkmap::h5::Writer`, and drops them (nothing to unlink).
+//! - `sequential`: `records::load` of every file, then the same writer, in one process.
+//!
+//! Every repetition is timed whole, from the first load to the arrays dropped, with its
+//! split: load (until the last worker has its array filled), hand-off (from there until the
+//! parent holds every array), write (create, write and close the HDF5 file), and the
+//! seconds spent parsing, summed over files. The output file of the previous repetition is
+//! removed before the clock starts, as the Python peers do.
+
+use serde_json::Value;
+
+use crate::work::Params;
+
+/// Why (f) cannot run in this build.
+pub(crate) const NO_HDF5: &str = "this harness was built without the `hdf5` feature; run \
+`cargo run --release --features hdf5 --example compare -- --workloads f`";
+
+/// Runs Rust peer `peer` of (f) and returns its JSON report.
+#[cfg(not(feature = "hdf5"))]
+pub(crate) fn run(_peer: &str, _p: &Params, _workers: usize) -> Result<Value, String> {
+    Err(NO_HDF5.into())
+}
+
+#[cfg(feature = "hdf5")]
+pub(crate) use with_hdf5::run;
+
+#[cfg(feature = "hdf5")]
+mod with_hdf5 {
+    use std::path::{Path, PathBuf};
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    use forkmap::h5::Writer;
+    use forkmap::ndarray::{ArrayView1, Ix1};
+    use forkmap::{Pool, Record, SharedArray, records};
+    use serde_json::{Value, json};
+
+    use crate::sys;
+    use crate::work::Params;
+
+    /// A file's rows in shared memory, the seconds its parsing took, and when (wall clock,
+    /// shared by all processes) the worker had it filled.
+    type Loaded = (SharedArray<Record, Ix1>, f64, f64);
+
+    /// One repetition's split, seconds.
+    struct Split {
+        rows: usize,
+        load: f64,
+        handoff: Option<f64>,
+        write: f64,
+        parse: f64,
+    }
+
+    /// Runs Rust peer `peer` of (f) and returns its JSON report.
+    pub(crate) fn run(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
+        let inputs: Vec<PathBuf> = p.records_inputs.iter().map(PathBuf::from).collect();
+        let out = p.records_output(peer);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let once: fn(&[PathBuf], &Path, usize) -> Result<Split, String> = match peer {
+            "forkmap" => forkmap_once,
+            "sequential" => sequential_once,
+            _ => return Err(format!("peer {peer} does not run workload (f)")),
+        };
+        let mut v = Reps::default();
+        for _ in 0..p.reps.max(1) {
+            match std::fs::remove_file(&out) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", out.display())),
+            }
+            let [s0, c0] = sys::usage();
+            let start = Instant::now();
+            let split = once(&inputs, &out, workers)?;
+            v.times.push(start.elapsed().as_secs_f64());
+            let [s1, c1] = sys::usage();
+            v.cpu_self.push((s1.0 - s0.0).as_secs_f64());
+            v.cpu_children.push((c1.0 - c0.0).as_secs_f64());
+            v.load.push(split.load);
+            v.handoff.push(split.handoff);
+            v.write.push(split.write);
+            v.parse.push(split.parse);
+            v.rows = split.rows;
+        }
+        Ok(json!({
+            "times": v.times,
+            "checksum": v.rows as f64,
+            "extra": {
+                "load": v.load,
+                "handoff": v.handoff,
+                "write": v.write,
+                "parse": v.parse,
+                "copy": Value::Null,
+                "cpu_self": v.cpu_self,
+                "cpu_children": v.cpu_children,
+                "output": out.display().to_string(),
+            },
+        }))
+    }
+
+    /// The measurements of every repetition.
+    #[derive(Default)]
+    struct Reps {
+        times: Vec<f64>,
+        cpu_self: Vec<f64>,
+        cpu_children: Vec<f64>,
+        load: Vec<f64>,
+        handoff: Vec<Option<f64>>,
+        write: Vec<f64>,
+        parse: Vec<f64>,
+        rows: usize,
+    }
+
+    /// forkmap: load in the workers, hand the shared arrays to the parent, write there.
+    fn forkmap_once(inputs: &[PathBuf], out: &Path, workers: usize) -> Result<Split, String> {
+        let began = wall_clock();
+        let loaded: Vec<Result<Loaded, String>> = Pool::new()
+            .workers(workers)
+            .chunk_size(1)
+            .progress(false)
+            .map(0..inputs.len(), |i| {
+                let t = Instant::now();
+                let array = records::load_shared(&inputs[i]).map_err(|e| e.to_string())?;
+                Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
+            })
+            .map_err(|e| e.to_string())?;
+        let received = wall_clock();
+        let (mut arrays, mut parse, mut last_done) = (Vec::new(), 0.0, began);
+        for (file, result) in inputs.iter().zip(loaded) {
+            let (array, secs, done) = result.map_err(|e| format!("{}: {e}", file.display()))?;
+            parse += secs;
+            last_done = last_done.max(done);
+            arrays.push(array);
+        }
+        let t = Instant::now();
+        let rows = write(out, inputs, arrays.iter().map(|a| a.read()), |g| g.view())?;
+        let write = t.elapsed().as_secs_f64();
+        drop(arrays);
+        Ok(Split {
+            rows,
+            load: last_done - began,
+            handoff: Some((received - last_done).max(0.0)),
+            write,
+            parse,
+        })
+    }
+
+    /// Sequential Rust: load every file, then write them, in this one process.
+    fn sequential_once(inputs: &[PathBuf], out: &Path, _workers: usize) -> Result<Split, String> {
+        let t = Instant::now();
+        let arrays = inputs
+            .iter()
+            .map(|f| records::load(f).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let load = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let rows = write(out, inputs, arrays.iter(), |a| a.view())?;
+        let write = t.elapsed().as_secs_f64();
+        drop(arrays);
+        Ok(Split {
+            rows,
+            load,
+            handoff: None,
+            write,
+            parse: load,
+        })
+    }
+
+    /// Writes one dataset per input file, named after the file's stem as the Python peers
+    /// do, and returns the rows written. `view` gives the rows of one item of `arrays`
+    /// (so that a shared array's read guard lives while its rows are written).
+    fn write<T>(
+        out: &Path,
+        inputs: &[PathBuf],
+        arrays: impl Iterator<Item = T>,
+        view: impl for<'a> Fn(&'a T) -> ArrayView1<'a, Record>,
+    ) -> Result<usize, String> {
+        let writer = Writer::create(out).map_err(|e| e.to_string())?;
+        let mut rows = 0;
+        for (file, a) in inputs.iter().zip(arrays) {
+            let name = file
+                .file_stem()
+                .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
+            let rows_of = view(&a);
+            rows += rows_of.len();
+            writer
+                .write_records(&name, rows_of)
+                .map_err(|e| e.to_string())?;
+        }
+        writer.close().map_err(|e| e.to_string())?;
+        Ok(rows)
+    }
+
+    /// Seconds since the epoch: a clock that workers and parent share.
+    fn wall_clock() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
