@@ -42,9 +42,11 @@ use crate::records::{CHR_LEN, Record};
 const CHUNK_ROWS: usize = 1 << 16;
 
 /// The in-memory HDF5 twin of [`Record`]: the derive describes its fields (and their
-/// offsets, padding excluded) to the library.
+/// offsets) to the library. Packed, so its layout is exactly the file's 26-byte compound
+/// type and the library copies rows as they are instead of converting each one (about 5x
+/// faster writes; the derive accepts `repr(packed)` but not `repr(C, packed)`).
 #[derive(hdf5_metno::H5Type, Clone, Copy)]
-#[repr(C)]
+#[repr(packed)]
 struct Row {
     chr: FixedAscii<CHR_LEN>,
     pos: i32,

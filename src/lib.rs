@@ -21,3 +21,12 @@ pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
 
 /// Re-exported so callers can name the element types and views without a version clash.
 pub use ndarray;
+
+/// Serialises the unit tests that fork with those that hold files whose locks a forked
+/// child would inherit (an HDF5 file's `flock` stays held while any copy of its
+/// descriptor is open, so a fork from another test thread could hold it).
+#[cfg(test)]
+pub(crate) fn fork_test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

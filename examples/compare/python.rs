@@ -145,6 +145,7 @@ pub(crate) fn command(
 /// Compares the HDF5 files `others` with `reference` (same datasets, shapes, field names,
 /// and every value of every field equal, floats bit for bit) through `peers.py --check`.
 /// `Ok` is a sentence saying what was compared; `Err` what differs, or why no check ran.
+#[cfg(feature = "hdf5")]
 pub(crate) fn check_h5(py: &Python, reference: &Path, others: &[&Path]) -> Result<String, String> {
     let out = Command::new(&py.exe)
         .arg(script())

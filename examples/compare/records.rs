@@ -13,22 +13,23 @@
 //! seconds spent parsing, summed over files. The output file of the previous repetition is
 //! removed before the clock starts, as the Python peers do.
 
-use serde_json::Value;
-
-use crate::work::Params;
-
 /// Why (f) cannot run in this build.
+#[cfg(not(feature = "hdf5"))]
 pub(crate) const NO_HDF5: &str = "this harness was built without the `hdf5` feature; run \
 `cargo run --release --features hdf5 --example compare -- --workloads f`";
 
-/// Runs Rust peer `peer` of (f) and returns its JSON report.
+/// Runs Rust peer `peer` of (f): without the `hdf5` feature, says why it cannot.
 #[cfg(not(feature = "hdf5"))]
-pub(crate) fn run(_peer: &str, _p: &Params, _workers: usize) -> Result<Value, String> {
+pub(crate) fn run(
+    _peer: &str,
+    _p: &crate::work::Params,
+    _workers: usize,
+) -> Result<serde_json::Value, String> {
     Err(NO_HDF5.into())
 }
 
 #[cfg(feature = "hdf5")]
-pub(crate) use with_hdf5::run;
+pub(crate) use with_hdf5::{ensure_inputs, run};
 
 #[cfg(feature = "hdf5")]
 mod with_hdf5 {
@@ -195,6 +196,33 @@ mod with_hdf5 {
         }
         writer.close().map_err(|e| e.to_string())?;
         Ok(rows)
+    }
+
+    /// Makes the input files of (f) that do not exist yet (`records::write_sample`, seed
+    /// `i` for the `i`-th file, written under a temporary name and then renamed, so an
+    /// interrupted run leaves no short file behind). Returns the seconds it took when it
+    /// made any, and the total size of the files in bytes.
+    pub(crate) fn ensure_inputs(p: &Params) -> Result<(Option<f64>, u64), String> {
+        let t = Instant::now();
+        let mut made = false;
+        let mut bytes = 0;
+        for (i, file) in p.records_inputs.iter().enumerate() {
+            let path = Path::new(file);
+            if !path.exists() {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+                let tmp = path.with_extension("txt.partial");
+                records::write_sample(&tmp, p.records_rows, i as u64 + 1)
+                    .map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+                made = true;
+            }
+            bytes += std::fs::metadata(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .len();
+        }
+        Ok((made.then(|| t.elapsed().as_secs_f64()), bytes))
     }
 
     /// Seconds since the epoch: a clock that workers and parent share.

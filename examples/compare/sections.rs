@@ -3,7 +3,9 @@
 
 use crate::report::{Row, Sample, Target, find, mb, ratio, secs, skipped, table};
 use crate::work::Workload;
-use crate::{Harness, MEM_WORKERS, peers};
+use crate::{Harness, MEM_WORKERS, peers, records};
+#[cfg(feature = "hdf5")]
+use crate::{python, report, work::records_dir};
 
 impl Harness<'_> {
     /// (a) Tutorial 1 exactly.
@@ -397,6 +399,318 @@ impl Harness<'_> {
         )];
         (text, targets)
     }
+}
+
+/// (f) Tutorial 2 end to end.
+impl Harness<'_> {
+    /// (f) Tutorial 2 end to end: load record files in workers, hand the arrays to the
+    /// parent, write HDF5 there.
+    pub(crate) fn records(&self) -> (String, Vec<Target>) {
+        let text = String::from("### (f) Tutorial 2 end to end\n\n");
+        let goal = "forkmap ≥ 10× faster";
+        let targets = |measured: [Option<(String, bool)>; 2]| {
+            let [q, pm] = measured;
+            vec![
+                Target::new(
+                    "(f) Python Process + queues (tutorial 2) vs forkmap, end to end",
+                    goal,
+                    q,
+                ),
+                Target::new(
+                    "(f) Python Pool.map (tutorial 2) vs forkmap, end to end",
+                    goal,
+                    pm,
+                ),
+            ]
+        };
+        #[cfg(not(feature = "hdf5"))]
+        {
+            let mut text = text;
+            text.push_str(&format!(
+                "Skipped: {}. Every peer writes HDF5 (forkmap with `forkmap::h5`, Python with \
+                 h5py), so the comparison is only fair with the feature.\n\n",
+                records::NO_HDF5
+            ));
+            (text, targets([None, None]))
+        }
+        #[cfg(feature = "hdf5")]
+        self.records_measured(text, targets)
+    }
+
+    #[cfg(feature = "hdf5")]
+    fn records_measured(
+        &self,
+        mut text: String,
+        targets: impl Fn([Option<(String, bool)>; 2]) -> Vec<Target>,
+    ) -> (String, Vec<Target>) {
+        let w = Workload::Records;
+        let workers = self.p.workers;
+        let (files, rows) = (self.p.records_inputs.len(), self.p.records_rows);
+        let bytes = match records::ensure_inputs(&self.p) {
+            Ok((made, bytes)) => {
+                if let Some(secs) = made {
+                    eprintln!(
+                        "compare: (f) made {files} input files of {rows} rows in {}",
+                        report::secs(secs)
+                    );
+                }
+                bytes
+            }
+            Err(e) => {
+                text.push_str(&format!("Skipped: could not make the input files: {e}\n\n"));
+                return (text, targets([None, None]));
+            }
+        };
+        let mut rows_out = vec![
+            self.rust("forkmap", w, workers, false),
+            self.rust("sequential", w, workers, false),
+            self.py_h5(
+                "process_queues",
+                "Python Process + two queues (tutorial 2, first version), one process per file",
+                w,
+                workers,
+            ),
+            self.py_h5(
+                "pool_map",
+                &format!("Python Pool.map (tutorial 2, second version), Pool({workers})"),
+                w,
+                workers,
+            ),
+        ];
+        rows_out[0].label = format!("forkmap, {workers} workers, chunk size 1");
+        rows_out[1].label = "sequential Rust: `records::load`, then the same writer".into();
+        let dir = records_dir();
+        text.push_str(&format!(
+            "{files} text files of {rows} records each ({size} in all, `chr pos pct c t`, \
+             made once with `records::write_sample`, seeds 1-{files}, in `{dir}`). Every \
+             peer loads every file, gets its rows into the parent process, and the parent \
+             writes one HDF5 file with one compound dataset per input file, then frees the \
+             shared memory. One repetition is timed whole: from starting the workers to the \
+             file closed, the shared memory freed and the workers gone; the previous \
+             repetition's output file is removed before the clock starts.\n\n\
+             - forkmap: one task per file; each worker parses its file straight into a new \
+             shared array (`records::load_shared`) and returns it; the parent receives the \
+             same memory (the segment's descriptor crosses the IPC channel, nothing to \
+             unlink) and writes it with `forkmap::h5::Writer` (hdf5-metno, the system's \
+             libhdf5).\n\
+             - Python, tutorial 2's two versions as written (`bench/python/peers.py`): each \
+             child runs `np.loadtxt(path, dtype=[('chr', 'S10'), ('pos', '<i4'), ('pct', \
+             '<f4'), ('c', '<i4'), ('t', '<i4')])`, copies the result into a new \
+             `SharedMemory` block and sends name, shape and dtype back; the parent attaches, \
+             writes with h5py's `create_dataset`, closes, and the block is unlinked (by the \
+             child on \"done\" in the first version, by the parent in the second). Three \
+             departures, none of them making Python slower: the messages also carry the \
+             file's name and timestamps; the first version gives each child its own \
+             \"done\" queue (with the tutorial's one shared queue, any waiting child can take \
+             another's \"done\" and unlink its block before the parent attaches it, which \
+             ended 1 of 5 trial runs on these files with `FileNotFoundError`); and the parent starts \
+             multiprocessing's resource tracker once before timing (otherwise each child \
+             starts its own, which costs more and outlives it).\n\n\
+             Split (medians): *load* from the start until the last worker has its rows in \
+             shared memory; *hand-off* from there until the parent holds the array \
+             (first version: each message's time in the queue after the parent asked for it, \
+             plus attaching, summed); *write* creating, writing and closing the HDF5 file; \
+             *parse + copy* the workers' seconds in the parser and in copying into shared \
+             memory, summed over files (wall time: where more processes than cores run at \
+             once, as in the first Python version, each file's seconds stretch). The first \
+             Python version writes each array as it \
+             arrives, so its write overlaps its load. CPU: the calling process's own CPU time \
+             + that of its reaped worker processes, per repetition.\n\n",
+            size = mb(bytes as f64),
+            dir = dir
+                .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                .unwrap_or(&dir)
+                .display(),
+        ));
+        let fm = find(&rows_out, "forkmap", None).and_then(Row::median);
+        let cell = |s: &Sample, key: &str| s.extra_median(key).map_or("-".into(), secs);
+        let body: Vec<Vec<String>> = rows_out
+            .iter()
+            .map(|r| match &r.sample {
+                Ok(s) => vec![
+                    r.label.clone(),
+                    secs(s.median()),
+                    secs(s.min()),
+                    cell(s, "load"),
+                    cell(s, "handoff"),
+                    cell(s, "write"),
+                    match s.extra_median("copy") {
+                        Some(c) => format!("{} + {}", cell(s, "parse"), secs(c)),
+                        None => format!("{} + none", cell(s, "parse")),
+                    },
+                    cpu_cell(s),
+                    fm.map_or("-".into(), |f| ratio(s.median() / f)),
+                ],
+                Err(e) => {
+                    let mut v = vec![r.label.clone(), skipped(e)];
+                    v.resize(9, "-".into());
+                    v
+                }
+            })
+            .collect();
+        text.push_str(&table(
+            &[
+                "peer",
+                "end to end (median)",
+                "min",
+                "load",
+                "hand-off",
+                "write",
+                "parse + copy (workers, Σ files)",
+                "CPU: caller + workers",
+                "vs forkmap",
+            ],
+            &body,
+        ));
+        text.push_str(&self.records_check(&rows_out));
+        text.push_str(&records_profile(&rows_out, bytes as f64));
+        text.push('\n');
+        let vs = |key: &str| {
+            fm.zip(find(&rows_out, key, None).and_then(Row::median))
+                .map(|(f, py)| {
+                    (
+                        format!("{} faster ({} vs {})", ratio(py / f), secs(f), secs(py)),
+                        py / f >= 10.0,
+                    )
+                })
+        };
+        let measured = [vs("py-process_queues"), vs("py-pool_map")];
+        (text, targets(measured))
+    }
+
+    /// Runs a Python peer of (f), which needs h5py.
+    #[cfg(feature = "hdf5")]
+    fn py_h5(&self, peer: &str, label: &str, w: Workload, workers: usize) -> Row {
+        match &self.python {
+            Ok(py) => match &py.h5py {
+                Ok(_) => self.py(peer, label, w, workers, false),
+                Err(e) => self.row(
+                    &format!("py-{peer}"),
+                    label,
+                    w,
+                    workers,
+                    Err(format!("no h5py ({e})")),
+                ),
+            },
+            Err(_) => self.py(peer, label, w, workers, false),
+        }
+    }
+
+    /// Says whether every peer's HDF5 file holds the same data as the tutorial's
+    /// (Pool.map version), field by field.
+    #[cfg(feature = "hdf5")]
+    fn records_check(&self, rows: &[Row]) -> String {
+        let ran: Vec<(&str, std::path::PathBuf)> = rows
+            .iter()
+            .filter(|r| r.sample.is_ok())
+            .map(|r| (short_name(&r.key), self.p.records_output(&r.key)))
+            .collect();
+        let Ok(py) = &self.python else {
+            return "\nThe files were not compared: no Python with h5py.\n".into();
+        };
+        let reference = self.p.records_output("py-pool_map");
+        let Some((ref_label, _)) = ran.iter().find(|(_, path)| *path == reference) else {
+            return "\nThe files were not compared: the Python Pool.map peer did not run.\n".into();
+        };
+        let others: Vec<&std::path::Path> = ran
+            .iter()
+            .filter(|(_, path)| *path != reference)
+            .map(|(_, path)| path.as_path())
+            .collect();
+        match python::check_h5(py, &reference, &others) {
+            Ok(what) => format!(
+                "\nSame data: the HDF5 files of {} hold exactly what {ref_label}'s does, read \
+                 back with h5py ({what}).\n",
+                ran.iter()
+                    .filter(|(_, path)| *path != reference)
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!("\n**The HDF5 files differ** ({e}).\n"),
+        }
+    }
+}
+
+/// A peer of (f) in a few words.
+#[cfg(feature = "hdf5")]
+fn short_name(key: &str) -> &str {
+    match key {
+        "sequential" => "sequential Rust",
+        "py-process_queues" => "Python Process + queues",
+        "py-pool_map" => "Python Pool.map",
+        other => other,
+    }
+}
+
+/// Where the time of (f) goes: parsing speed per worker and the shares of load and write.
+#[cfg(feature = "hdf5")]
+fn records_profile(rows: &[Row], bytes: f64) -> String {
+    let mut parts = Vec::new();
+    for key in ["forkmap", "py-pool_map"] {
+        let name = short_name(key);
+        let Some(s) = find(rows, key, None).and_then(|r| r.sample.as_ref().ok()) else {
+            continue;
+        };
+        let total = s.median();
+        let (Some(parse), Some(load), Some(write)) = (
+            s.extra_median("parse"),
+            s.extra_median("load"),
+            s.extra_median("write"),
+        ) else {
+            continue;
+        };
+        let copy = s.extra_median("copy").unwrap_or(0.0);
+        let handoff = s.extra_median("handoff").unwrap_or(0.0);
+        parts.push(format!(
+            "{name}: parsing runs at {} per worker ({} of text in {} of worker time{}); \
+             load {} of the end-to-end time, hand-off {}, write {}, the rest (starting and \
+             stopping workers, freeing memory) {}",
+            rate(bytes / parse),
+            mb(bytes),
+            secs(parse),
+            if copy > 0.0 {
+                format!(", then {} copying into shared memory", secs(copy))
+            } else {
+                String::new()
+            },
+            percent(load / total),
+            percent(handoff / total),
+            percent(write / total),
+            percent((total - load - handoff - write).max(0.0) / total),
+        ));
+    }
+    let fm = find(rows, "forkmap", None).and_then(|r| r.sample.as_ref().ok());
+    let fastest_py = ["py-process_queues", "py-pool_map"]
+        .iter()
+        .filter_map(|k| find(rows, k, None).and_then(Row::median))
+        .min_by(f64::total_cmp);
+    if let (Some(s), Some(py)) = (fm, fastest_py) {
+        if let (Some(load), Some(write)) = (s.extra_median("load"), s.extra_median("write")) {
+            parts.push(format!(
+                "A 10× lead over the faster Python version needs forkmap at {} or less end to \
+                 end; its load alone took {}, its write {}",
+                secs(py / 10.0),
+                secs(load),
+                secs(write)
+            ));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("\nWhere the time goes. {}.\n", parts.join(". "))
+    }
+}
+
+#[cfg(feature = "hdf5")]
+fn rate(bytes_per_s: f64) -> String {
+    format!("{:.0} MB/s", bytes_per_s / 1e6)
+}
+
+#[cfg(feature = "hdf5")]
+fn percent(x: f64) -> String {
+    format!("{:.0} %", x * 100.0)
 }
 
 /// The usual time table: median, min, max (or per task), ratio to `base`, and with

@@ -141,6 +141,7 @@ impl Params {
 
     /// The HDF5 file that peer `key` of (f) writes (`py-<peer>` for the Python peers,
     /// which build the same path from `records_out`).
+    #[cfg(feature = "hdf5")]
     pub(crate) fn records_output(&self, key: &str) -> PathBuf {
         Path::new(&self.records_out).join(format!("{key}.h5"))
     }

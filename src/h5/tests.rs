@@ -47,6 +47,7 @@ fn extremes() -> Vec<Record> {
 
 #[test]
 fn round_trip_through_the_library() {
+    let _fork = crate::fork_test_lock();
     let scratch = Scratch::new("lib");
     let path = scratch.0.join("out.h5");
     // More rows than one conversion chunk, and not a multiple of it.
@@ -70,6 +71,7 @@ fn round_trip_through_the_library() {
 
 #[test]
 fn shared_arrays_write_directly() {
+    let _fork = crate::fork_test_lock();
     let scratch = Scratch::new("shared");
     let text = scratch.0.join("data1.txt");
     records::write_sample(&text, 1000, 2).unwrap();
@@ -87,6 +89,7 @@ fn shared_arrays_write_directly() {
 
 #[test]
 fn errors_name_the_file() {
+    let _fork = crate::fork_test_lock();
     let scratch = Scratch::new("errors");
     let path = scratch.0.join("out.h5");
     let writer = Writer::create(&path).unwrap();
@@ -183,6 +186,7 @@ fn h5dump_records(path: &Path, name: &str) -> (String, Vec<Record>) {
 
 #[test]
 fn an_independent_reader_reads_it_back_exactly() {
+    let _fork = crate::fork_test_lock();
     let scratch = Scratch::new("h5dump");
     let path = scratch.0.join("out.h5");
     let sample: Array1<Record> = records::sample(2000, 11).collect();

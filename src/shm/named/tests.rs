@@ -241,6 +241,7 @@ fn named_segments_do_not_freeze() {
 
 #[test]
 fn only_the_creating_process_removes_the_name() {
+    let _fork = crate::fork_test_lock();
     let owner = SharedArray::<u8, _>::create_named_unique("forkmap-unit-", 3).unwrap();
     let path = path_of(owner.name().unwrap());
     // An opener's drop leaves the name.
