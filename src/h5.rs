@@ -45,6 +45,9 @@ const CHUNK_ROWS: usize = 1 << 16;
 /// offsets) to the library. Packed, so its layout is exactly the file's 26-byte compound
 /// type and the library copies rows as they are instead of converting each one (about 5x
 /// faster writes; the derive accepts `repr(packed)` but not `repr(C, packed)`).
+// The derive computes each field's real offset, so correctness does not rest on the
+// field order that plain `repr(packed)` leaves to the compiler.
+#[allow(clippy::repr_packed_without_abi)]
 #[derive(hdf5_metno::H5Type, Clone, Copy)]
 #[repr(packed)]
 struct Row {
