@@ -8,6 +8,8 @@ use forkmap::{Pool, SharedArray};
 #[test]
 fn workers_read_what_the_parent_wrote() {
     let _d = common::deadline(30);
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     let n = 300;
     let src = Array2::from_shape_fn((n, n), |(i, j)| (i * n + j) as f64 * 0.5);
     let b = SharedArray::from_array(&src).unwrap();
@@ -23,6 +25,8 @@ fn workers_read_what_the_parent_wrote() {
 #[test]
 fn locked_increments_are_never_lost() {
     let _d = common::deadline(60);
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     let counter = SharedArray::<i64, Ix1>::zeros(1).unwrap();
     Pool::new()
         .workers(2)
@@ -42,6 +46,8 @@ fn locked_increments_are_never_lost() {
 #[test]
 fn writes_in_workers_are_seen_by_the_parent() {
     let _d = common::deadline(30);
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     let a = SharedArray::<u32, _>::zeros((4, 5, 6)).unwrap();
     Pool::new()
         .workers(4)
@@ -59,6 +65,8 @@ fn writes_in_workers_are_seen_by_the_parent() {
 #[test]
 fn readers_and_writers_interleave_consistently() {
     let _d = common::deadline(60);
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     // A writer always writes a whole row with one value; a reader must never see a mixed row.
     let a = SharedArray::<u64, _>::zeros((8, 256)).unwrap();
     let torn: Vec<bool> = Pool::new()
@@ -83,6 +91,8 @@ fn readers_and_writers_interleave_consistently() {
 #[test]
 fn frozen_arrays_read_without_a_lock_and_refuse_writes() {
     let _d = common::deadline(30);
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     let a =
         SharedArray::from_array(&Array2::from_shape_fn((50, 50), |(i, j)| (i + j) as i32)).unwrap();
     let f = a.freeze().unwrap();
@@ -115,6 +125,8 @@ struct Row {
 #[test]
 fn record_elements() {
     let _d = common::deadline(30);
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     let a = SharedArray::<Row, Ix1>::zeros(10).unwrap();
     Pool::new()
         .workers(2)
@@ -134,6 +146,8 @@ fn record_elements() {
 
 #[test]
 fn impossible_sizes_are_errors() {
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     let err = SharedArray::<f64, _>::zeros((usize::MAX / 4, 3)).unwrap_err();
     assert!(matches!(err, forkmap::Error::Shm { .. }), "{err}");
     // More than the machine can hold: refused up front (fallocate), no SIGBUS later.
@@ -143,6 +157,8 @@ fn impossible_sizes_are_errors() {
 
 #[test]
 fn empty_arrays_work() {
+    // Forks in other tests' maps would inherit this file's arrays (and block a freeze).
+    let _s = common::serial();
     let a = SharedArray::<f32, _>::zeros((0, 4)).unwrap();
     assert!(a.is_empty());
     assert_eq!(a.read().len(), 0);

@@ -185,7 +185,9 @@ impl<A: Pod, D: Dimension> SharedArray<A, D> {
     ///
     /// # Errors
     /// [`Error::Shm`] if another process still maps the segment writable; the array is
-    /// then dropped ([`try_freeze`](Self::try_freeze) hands it back instead).
+    /// then dropped ([`try_freeze`](Self::try_freeze) hands it back instead). Workers
+    /// forked by a `map` running in another thread at that moment inherit every mapping of
+    /// the process, this one included, and count until they are reaped.
     pub fn freeze(self) -> Result<FrozenArray<A, D>, Error> {
         self.try_freeze().map_err(|(_, e)| e)
     }
