@@ -569,10 +569,11 @@ pub(crate) fn send_fds(
             iov_base: (&raw mut count).cast(),
             iov_len: std::mem::size_of::<u32>(),
         };
-        // SAFETY: (1) msghdr is plain data, zero is a valid start; (2) the iovec, the
-        // control buffer (8-byte aligned, `space` bytes) and `raw` outlive the sendmsg
-        // call; (3) CMSG_FIRSTHDR returns a pointer into that buffer, which has room for
-        // one header and `payload_len` bytes of descriptors.
+        // (1) msghdr is plain data, zero is a valid start; (2) the iovec, the control
+        // buffer (8-byte aligned, `space` bytes) and `raw` outlive the sendmsg call;
+        // (3) CMSG_FIRSTHDR returns a pointer into that buffer, which has room for one
+        // header and `payload_len` bytes of descriptors.
+        // SAFETY: (1)-(3) above.
         let ret = unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = &mut iov;

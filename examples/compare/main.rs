@@ -221,11 +221,11 @@ fn orchestrate(args: &Args) -> ExitCode {
         began.elapsed().as_secs_f64()
     ));
     print!("{out}");
-    if let Some(path) = &args.output {
-        if let Err(e) = std::fs::write(path, &out) {
-            eprintln!("compare: could not write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    if let Some(path) = &args.output
+        && let Err(e) = std::fs::write(path, &out)
+    {
+        eprintln!("compare: could not write {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

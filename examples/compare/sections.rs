@@ -685,16 +685,16 @@ fn records_profile(rows: &[Row], bytes: f64) -> String {
         .iter()
         .filter_map(|k| find(rows, k, None).and_then(Row::median))
         .min_by(f64::total_cmp);
-    if let (Some(s), Some(py)) = (fm, fastest_py) {
-        if let (Some(load), Some(write)) = (s.extra_median("load"), s.extra_median("write")) {
-            parts.push(format!(
-                "A 10× lead over the faster Python version needs forkmap at {} or less end to \
+    if let (Some(s), Some(py)) = (fm, fastest_py)
+        && let (Some(load), Some(write)) = (s.extra_median("load"), s.extra_median("write"))
+    {
+        parts.push(format!(
+            "A 10× lead over the faster Python version needs forkmap at {} or less end to \
                  end; its load alone took {}, its write {}",
-                secs(py / 10.0),
-                secs(load),
-                secs(write)
-            ));
-        }
+            secs(py / 10.0),
+            secs(load),
+            secs(write)
+        ));
     }
     if parts.is_empty() {
         String::new()

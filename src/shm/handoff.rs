@@ -13,11 +13,10 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 
 use bytemuck::Pod;
-use memmap2::MmapOptions;
 use ndarray::Dimension;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Header, Layout, Mapping, Segment, SharedArray};
+use super::{Layout, Segment, SharedArray};
 use crate::error::Error;
 
 thread_local! {
@@ -118,51 +117,26 @@ impl<'de, A: Pod, D: Dimension> Deserialize<'de> for SharedArray<A, D> {
 impl<A: Pod, D: Dimension> SharedArray<A, D> {
     /// Maps a segment received as a file, checking its header against `A` and `D`.
     fn from_file(file: File, label: String) -> Result<Self, Error> {
-        let len = file
-            .metadata()
-            .map_err(|e| Error::shm(label.clone(), "read its size", e))?
-            .len();
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        let mismatch = |message: String| Error::Mismatch {
-            segment: label.clone(),
-            message,
-        };
-        if len < std::mem::size_of::<Header>() {
-            return Err(mismatch(format!(
-                "not a forkmap segment: {len} bytes, shorter than a header"
-            )));
-        }
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| Error::shm(label.clone(), "map it", e))?;
-        // SAFETY: (1) the mapping is at least size_of::<Header>() bytes and page aligned;
-        // (2) every field of Header is an integer, a byte array, an atomic or the lock's
-        // plain C words, for which any bytes are valid, so even a foreign file reads as a
-        // Header; (3) `check` reads the magic first (Acquire) and nothing else unless it
-        // matches.
-        let header = unsafe { &*(map.as_ptr() as *const Header) };
-        let shape = header.shape();
-        if let Some(ndim) = D::NDIM
-            && ndim != shape.len()
-        {
-            return Err(mismatch(format!(
-                "holds a {}-dimensional array, not {ndim}-dimensional",
-                shape.len()
-            )));
-        }
-        header.check(&Layout::of::<A>(&shape), len, &label)?;
-        let dim = D::from_dimension(&ndarray::IxDyn(&shape)).ok_or_else(|| {
-            mismatch(format!(
-                "shape {shape:?} does not fit the requested dimension"
-            ))
+        let seg = Segment::attach(file, label.clone(), |header, len| {
+            let shape = header.shape();
+            if let Some(ndim) = D::NDIM
+                && ndim != shape.len()
+            {
+                return Err(Error::Mismatch {
+                    segment: label.clone(),
+                    message: format!(
+                        "holds a {}-dimensional array, not {ndim}-dimensional",
+                        shape.len()
+                    ),
+                });
+            }
+            header.check(&Layout::of::<A>(&shape), len, &label)
         })?;
-        let seg = Segment {
-            file,
-            map: Mapping::Writable(map),
-            label,
-            named: None,
-        };
+        let shape = seg.header().shape();
+        let dim = D::from_dimension(&ndarray::IxDyn(&shape)).ok_or_else(|| Error::Mismatch {
+            segment: label,
+            message: format!("shape {shape:?} does not fit the requested dimension"),
+        })?;
         Ok(SharedArray::from_segment(seg, dim))
     }
 }

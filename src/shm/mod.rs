@@ -44,7 +44,7 @@ pub(crate) struct Header {
 }
 
 const _: () = assert!(std::mem::align_of::<Header>() == 64);
-const _: () = assert!(std::mem::size_of::<Header>() % 64 == 0);
+const _: () = assert!(std::mem::size_of::<Header>().is_multiple_of(64));
 
 /// What a segment holds: the element type and the shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +150,55 @@ impl Segment {
         // visible to any other process or thread.
         unsafe { write_header(header, layout, data_len) }
             .map_err(|e| Error::shm(label.clone(), "initialise its lock", e))?;
+        Ok(Segment {
+            file,
+            map: Mapping::Writable(map),
+            label,
+            named: None,
+        })
+    }
+
+    /// Maps an existing file that should hold a segment (opened by name, or received
+    /// from a worker) and lets `check` judge its header against what the caller expects,
+    /// given the file's length. A foreign, truncated or half-written file is an error,
+    /// never garbage.
+    pub(crate) fn attach(
+        file: File,
+        label: String,
+        check: impl FnOnce(&Header, usize) -> Result<(), Error>,
+    ) -> Result<Segment, Error> {
+        let mismatch = |message: String| Error::Mismatch {
+            segment: label.clone(),
+            message,
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::shm(label.clone(), "read its size", e))?;
+        if !meta.file_type().is_file() {
+            return Err(mismatch(
+                "not a forkmap segment (not a regular file)".into(),
+            ));
+        }
+        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        let header_len = std::mem::size_of::<Header>();
+        if len < header_len {
+            return Err(mismatch(format!(
+                "not a forkmap segment, truncated, or still being created: {len} bytes, \
+                 shorter than a header ({header_len} bytes)"
+            )));
+        }
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| Error::shm(label.clone(), "map it", e))?;
+        // (1) The mapping is at least size_of::<Header>() bytes and page aligned; (2) every
+        // field of Header is an integer, a byte array, an atomic or the lock's plain C
+        // words, for which any bytes are a valid value, so even a foreign file reads as a
+        // Header; (3) `check` must read the magic first, with Acquire (`Header::check`
+        // does), so a header still being written is not trusted.
+        // SAFETY: (1)-(3) above.
+        let header = unsafe { &*(map.as_ptr() as *const Header) };
+        check(header, len)?;
         Ok(Segment {
             file,
             map: Mapping::Writable(map),

@@ -151,11 +151,12 @@ impl Segment {
             .map_raw(&file)
             .map_err(|e| Error::shm(name, "map it", e))?;
         let header = map.as_mut_ptr() as *mut Header;
-        // SAFETY: (1) the mapping is `total` >= size_of::<Header>() bytes and page
-        // aligned, so 64-byte aligned; (2) the file was created empty by this call
-        // (O_EXCL) and extended with zeros, so the memory is zeroed; (3) other processes
-        // may open the name already, but an opener reads nothing but the magic until it
-        // sees it, and write_header stores it last, with Release.
+        // (1) The mapping is `total` >= size_of::<Header>() bytes and page aligned, so
+        // 64-byte aligned; (2) the file was created empty by this call (O_EXCL) and
+        // extended with zeros, so the memory is zeroed; (3) other processes may open the
+        // name already, but an opener reads nothing but the magic until it sees it, and
+        // write_header stores the magic last, with Release.
+        // SAFETY: (1)-(3) above are write_header's contract.
         unsafe { write_header(header, layout, data_len) }
             .map_err(|e| Error::shm(name, "initialise its lock", e))?;
         Ok(Segment {
@@ -169,49 +170,17 @@ impl Segment {
     /// Opens the existing segment `/dev/shm/<name>` and checks that it holds `layout`.
     pub(crate) fn open_named(layout: &Layout, name: &str) -> Result<Segment, Error> {
         check_name(name)?;
-        let mismatch = |message: String| Error::Mismatch {
-            segment: name.into(),
-            message,
-        };
         let file =
             sys::open_existing(&path_of(name)).map_err(|e| Error::shm(name, "open it", e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::shm(name, "read its size", e))?;
-        if !meta.file_type().is_file() {
-            return Err(mismatch(
-                "not a forkmap segment (not a regular file)".into(),
-            ));
-        }
-        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-        let header_len = std::mem::size_of::<Header>();
-        if len < header_len {
-            return Err(mismatch(format!(
-                "not a forkmap segment, truncated, or still being created: {len} bytes, \
-                 shorter than a header ({header_len} bytes)"
-            )));
-        }
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| Error::shm(name, "map it", e))?;
-        // SAFETY: (1) the mapping is at least size_of::<Header>() bytes and page aligned;
-        // (2) every field of Header is an integer, a byte array, an atomic or the lock's
-        // plain C words, for which any bytes are a valid value, so even a foreign file
-        // reads as a Header; (3) `check` reads the magic first, with Acquire, and nothing
-        // more unless it matches, so a header still being written is not read.
-        let header = unsafe { &*(map.as_ptr() as *const Header) };
-        header.check(layout, len, name)?;
-        Ok(Segment {
-            file,
-            map: Mapping::Writable(map),
-            label: name.into(),
-            named: Some(Box::new(Name {
-                name: name.into(),
-                path: path_of(name),
-                owner: None,
-            })),
-        })
+        let mut seg = Segment::attach(file, name.into(), |header, len| {
+            header.check(layout, len, name)
+        })?;
+        seg.named = Some(Box::new(Name {
+            name: name.into(),
+            path: path_of(name),
+            owner: None,
+        }));
+        Ok(seg)
     }
 
     /// The segment's name in `/dev/shm`, if it has one.

@@ -242,7 +242,7 @@ impl RawRwLock {
             rounds = rounds.wrapping_add(1);
             if backoff.is_completed() {
                 // Every so often, check whether the readers we wait for still live.
-                if rounds % 16 == 0 && self.clear_dead_readers() {
+                if rounds.is_multiple_of(16) && self.clear_dead_readers() {
                     recovered = true;
                     continue;
                 }
