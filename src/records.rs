@@ -780,4 +780,4 @@ fn push_int(line: &mut Vec<u8>, value: i32) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

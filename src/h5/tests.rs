@@ -3,35 +3,7 @@ use std::process::Command;
 use super::*;
 use crate::records;
 
-/// A scratch directory for one test, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "forkmap-h5-{test}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rec(chr: &str, pos: i32, pct: f32, c: i32, t: i32) -> Record {
-    Record::new(chr, pos, pct, c, t).unwrap()
-}
-
-/// Bit-for-bit equality, so NaN equals itself and -0.0 differs from 0.0.
-fn same(a: &[Record], b: &[Record]) -> bool {
-    bytemuck::cast_slice::<Record, u8>(a) == bytemuck::cast_slice::<Record, u8>(b)
-}
+use crate::records::tests::{Scratch, rec, same};
 
 fn extremes() -> Vec<Record> {
     vec![

@@ -1,10 +1,10 @@
 use super::*;
 
-/// A scratch directory for one test, removed on drop.
-struct Scratch(std::path::PathBuf);
+/// A scratch directory for one test, removed on drop (also used by the HDF5 tests).
+pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
 
 impl Scratch {
-    fn new(test: &str) -> Scratch {
+    pub(crate) fn new(test: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
             "forkmap-records-{test}-{}-{}",
             std::process::id(),
@@ -27,12 +27,12 @@ impl Drop for Scratch {
     }
 }
 
-fn rec(chr: &str, pos: i32, pct: f32, c: i32, t: i32) -> Record {
+pub(crate) fn rec(chr: &str, pos: i32, pct: f32, c: i32, t: i32) -> Record {
     Record::new(chr, pos, pct, c, t).unwrap()
 }
 
 /// Records equal bit for bit (so NaN equals itself and -0.0 differs from 0.0).
-fn same(a: &[Record], b: &[Record]) -> bool {
+pub(crate) fn same(a: &[Record], b: &[Record]) -> bool {
     bytemuck::cast_slice::<Record, u8>(a) == bytemuck::cast_slice::<Record, u8>(b)
 }
 
