@@ -92,10 +92,11 @@ pub enum Error {
         source: io::Error,
     },
     /// Talking to a worker over its channel failed.
-    #[error("channel to worker {worker}: {message}")]
+    #[error("{}: {message}", describe_channel(*.worker))]
     Channel {
-        /// The worker (0-based), or `usize::MAX` for the shared result channel.
-        worker: usize,
+        /// The worker (0-based), or `None` for the result channel all workers share and
+        /// the coordinator's own set-up.
+        worker: Option<usize>,
         /// What failed.
         message: String,
     },
@@ -149,6 +150,13 @@ pub enum Error {
         /// The library's message.
         message: String,
     },
+}
+
+fn describe_channel(worker: Option<usize>) -> String {
+    match worker {
+        Some(w) => format!("channel to worker {w}"),
+        None => "coordinator".to_string(),
+    }
 }
 
 fn describe_task(task: Option<(usize, usize)>) -> String {

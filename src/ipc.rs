@@ -129,7 +129,7 @@ pub(crate) fn order_channel(
     worker: usize,
 ) -> Result<(IpcSender<Order>, IpcReceiver<Order>), Error> {
     ipc::channel().map_err(|e| Error::Channel {
-        worker,
+        worker: Some(worker),
         message: format!("could not create the order channel: {e}"),
     })
 }
@@ -137,7 +137,7 @@ pub(crate) fn order_channel(
 /// The result channel all workers share.
 pub(crate) fn report_channel() -> Result<(IpcSender<Envelope>, IpcReceiver<Envelope>), Error> {
     ipc::channel().map_err(|e| Error::Channel {
-        worker: usize::MAX,
+        worker: None,
         message: format!("could not create the result channel: {e}"),
     })
 }

@@ -40,6 +40,11 @@ impl Progress {
         Progress { bar }
     }
 
+    /// Whether a bar is drawn at all (if not, the counters need not be read).
+    pub(crate) fn is_on(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// Moves the bar to `done` tasks (it never moves back).
     pub(crate) fn update(&self, done: u64) {
         if let Some(bar) = &self.bar

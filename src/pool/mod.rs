@@ -229,7 +229,7 @@ impl Pool {
             task_timeout: self.task_timeout,
         };
         let signals = sys::catch_interrupts().map_err(|e| Error::Channel {
-            worker: usize::MAX,
+            worker: None,
             message: format!("could not install signal handlers: {e}"),
         })?;
         let outcome =
@@ -266,7 +266,7 @@ impl Pool {
 
 fn missing_result() -> Error {
     Error::Channel {
-        worker: usize::MAX,
+        worker: None,
         message: "a result went missing".into(),
     }
 }

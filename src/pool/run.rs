@@ -138,7 +138,7 @@ where
     fn spawn(&mut self, w: usize) -> Result<(), Error> {
         let (tx, rx) = ipc::order_channel(w)?;
         let (fd_coordinator, fd_worker) = sys::fd_socketpair().map_err(|e| Error::Channel {
-            worker: w,
+            worker: Some(w),
             message: format!("could not create the descriptor socket: {e}"),
         })?;
         let incarnation = self.next_incarnation;
@@ -242,13 +242,15 @@ where
                     // message; its chunk is re-run like any other dead worker's.
                     if !self.reap()? {
                         return Err(Error::Channel {
-                            worker: usize::MAX,
+                            worker: None,
                             message: format!("could not receive results: {e}"),
                         });
                     }
                 }
             }
-            progress.update(self.board.total_done());
+            if progress.is_on() {
+                progress.update(self.board.total_done());
+            }
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
                 self.enforce_timeouts();
@@ -281,7 +283,7 @@ where
                     (_, None) => Err("its descriptor socket is closed".to_string()),
                 };
                 let received = received.map_err(|e| Error::Channel {
-                    worker,
+                    worker: Some(worker),
                     message: format!(
                         "could not receive the shared arrays of worker {worker} (pid {pid}): {e}"
                     ),
@@ -293,7 +295,7 @@ where
                     (Err(_), Some(e)) => return Err(e),
                     (Err(message), None) => {
                         return Err(Error::Channel {
-                            worker,
+                            worker: Some(worker),
                             message: format!(
                                 "could not decode the results of worker {worker} (pid {pid}): {message}"
                             ),
@@ -346,7 +348,7 @@ where
                 Ok(())
             }
             front => Err(Error::Channel {
-                worker,
+                worker: Some(worker),
                 message: format!(
                     "unexpected results for positions {start}..{} (expected the front of {front:?})",
                     start + n
@@ -410,7 +412,7 @@ where
                 Ok(None) => {}
                 Err(e) => {
                     return Err(Error::Channel {
-                        worker: w,
+                        worker: Some(w),
                         message: format!("could not wait for pid {pid}: {e}"),
                     });
                 }
