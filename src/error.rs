@@ -37,6 +37,23 @@ pub enum Error {
         /// The task it was running, `(index, position)`, when known.
         task: Option<(usize, usize)>,
     },
+    /// A worker stayed stopped (by `SIGSTOP`, or `SIGTTIN` for a task that reads the
+    /// terminal) with tasks in hand for longer than forkmap waits (5 s); it was killed
+    /// and its tasks were run elsewhere, and this is what remained after the retries.
+    #[error(
+        "worker {worker} (pid {pid}) was stopped for {stopped_for:.1?}{}; it was killed",
+        describe_task(*.task)
+    )]
+    WorkerStopped {
+        /// The worker (0-based).
+        worker: usize,
+        /// Its process id.
+        pid: i32,
+        /// The task it was running, `(index, position)`, when known.
+        task: Option<(usize, usize)>,
+        /// How long it had been seen stopped.
+        stopped_for: std::time::Duration,
+    },
     /// A task ran past the pool's `task_timeout` (on every attempt the retry policy
     /// allowed); its worker was killed.
     #[error(
@@ -64,7 +81,9 @@ pub enum Error {
         /// Tasks in the call.
         total: usize,
     },
-    /// A task's result could not be sent back: it failed to serialize.
+    /// A task's result could not be brought back: its `Serialize` failed or panicked in
+    /// the worker, it could not be sent, or it could not be decoded in the coordinator
+    /// (the message says which). It is about this task alone; it is not retried.
     #[error("worker {worker} (pid {pid}) could not send the result of task {index}: {message}")]
     ResultNotSent {
         /// The task whose result could not be sent.
@@ -173,7 +192,9 @@ impl Error {
             Error::TaskPanicked { index, .. }
             | Error::ResultNotSent { index, .. }
             | Error::TaskTimedOut { index, .. } => Some(*index),
-            Error::WorkerDied { task, .. } => task.map(|(index, _)| index),
+            Error::WorkerDied { task, .. } | Error::WorkerStopped { task, .. } => {
+                task.map(|(index, _)| index)
+            }
             _ => None,
         }
     }

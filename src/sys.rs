@@ -13,9 +13,15 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
+mod child;
+pub(crate) mod signals;
+
+pub(crate) use child::{Child, own_process_group};
+
 /// A process id.
 pub(crate) type Pid = libc::pid_t;
 
+#[cfg(test)]
 /// `SIGKILL`, the signal that ends a worker that must stop now.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 
@@ -90,6 +96,7 @@ pub(crate) fn exit_immediately(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+#[cfg(test)]
 /// Sends `signal` to `pid`.
 pub(crate) fn kill(pid: Pid, signal: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers.
@@ -111,6 +118,9 @@ pub enum ExitKind {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+    /// It ended, but its status went to someone else: the program reaps children itself
+    /// or ignores SIGCHLD (then the kernel discards the status).
+    Unknown,
 }
 
 impl std::fmt::Display for ExitKind {
@@ -118,6 +128,9 @@ impl std::fmt::Display for ExitKind {
         match *self {
             ExitKind::Code(code) => write!(f, "exit code {code}"),
             ExitKind::Signal(sig) => write!(f, "signal {} ({})", sig, signal_name(sig)),
+            ExitKind::Unknown => f.write_str(
+                "an unknown status (reaped by someone else: the program waits for every child or ignores SIGCHLD)",
+            ),
         }
     }
 }
@@ -147,6 +160,7 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
     }
 }
 
+#[cfg(test)]
 fn decode_status(status: libc::c_int) -> ExitKind {
     if libc::WIFSIGNALED(status) {
         ExitKind::Signal(libc::WTERMSIG(status))
@@ -155,6 +169,7 @@ fn decode_status(status: libc::c_int) -> ExitKind {
     }
 }
 
+#[cfg(test)]
 /// Reaps `pid` if it has ended; `Ok(None)` while it runs.
 pub(crate) fn try_wait(pid: Pid) -> io::Result<Option<ExitKind>> {
     let mut status: libc::c_int = 0;
@@ -175,6 +190,7 @@ pub(crate) fn try_wait(pid: Pid) -> io::Result<Option<ExitKind>> {
     }
 }
 
+#[cfg(test)]
 /// Waits until `pid` ends and reaps it.
 pub(crate) fn wait(pid: Pid) -> io::Result<ExitKind> {
     let mut status: libc::c_int = 0;
@@ -236,6 +252,29 @@ pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
         return Err(err);
     }
     Ok(())
+}
+
+/// A memory file holding exactly `bytes` (reserved first, so a shortage of memory is an
+/// error here), for a large batch of results.
+pub(crate) fn memfd_with(name: &str, bytes: &[u8]) -> io::Result<File> {
+    use std::io::Write;
+    let mut file = memfd_reserved(name, bytes.len())?;
+    file.write_all(bytes)?;
+    Ok(file)
+}
+
+/// Maps a file received from a worker read-only, whole.
+pub(crate) fn map_received(file: &File) -> io::Result<memmap2::Mmap> {
+    // SAFETY: the file is a memory file written by one worker, which closed its
+    // descriptor after sending it; nobody else holds it, so it is neither written nor
+    // truncated while mapped.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub(crate) fn fd_is_open(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    // SAFETY: F_GETFD takes a descriptor and no pointers.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) != -1 }
 }
 
 /// Seals a memfd against any further write, growth or shrink. Fails with `EBUSY` while
@@ -331,6 +370,15 @@ pub(crate) fn process_running(pid: Pid) -> bool {
     }
 }
 
+/// The state letter of `pid` in `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...).
+pub(crate) fn process_state(pid: Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state letter follows the command name, which is in parentheses and may itself
+    // contain spaces or parentheses.
+    let end = stat.rfind(')')?;
+    stat[end + 1..].trim_start().chars().next()
+}
+
 fn read_u64(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -370,105 +418,6 @@ pub(crate) fn memory_budget() -> Option<u64> {
         budget = Some(budget.map_or(c, |b| b.min(c)));
     }
     budget
-}
-
-/// The signal that interrupted a `map`, or 0. Set by the handler, read by the coordinator.
-static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn on_interrupt(sig: libc::c_int) {
-    // Async-signal-safe: one atomic store.
-    INTERRUPTED.store(sig, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// The signals that interrupt a `map`.
-pub(crate) const INTERRUPT_SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
-
-/// Dispositions replaced by [`catch_interrupts`], to put back afterwards.
-pub(crate) struct SavedSignals(Vec<(i32, libc::sigaction)>);
-
-impl std::fmt::Debug for SavedSignals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(sig, _)| sig))
-            .finish()
-    }
-}
-
-impl SavedSignals {
-    /// Whether `sig`'s previous disposition was the default action.
-    pub(crate) fn was_default(&self, sig: i32) -> bool {
-        self.0
-            .iter()
-            .any(|(s, act)| *s == sig && act.sa_sigaction == libc::SIG_DFL)
-    }
-}
-
-/// Installs a handler for SIGINT and SIGTERM that only records the signal (signals the
-/// caller chose to ignore stay ignored) and ignores SIGPIPE. Returns the previous
-/// dispositions.
-pub(crate) fn catch_interrupts() -> io::Result<SavedSignals> {
-    INTERRUPTED.store(0, std::sync::atomic::Ordering::SeqCst);
-    let mut saved = Vec::new();
-    for sig in INTERRUPT_SIGNALS {
-        // SAFETY: (1) sigaction structs are plain data, zero is a valid empty value;
-        // (2) the handler is an async-signal-safe `extern "C" fn(c_int)`; (3) `old` is a
-        // valid out-pointer.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            check(libc::sigaction(sig, std::ptr::null(), &mut old))?;
-            if old.sa_sigaction == libc::SIG_IGN {
-                continue;
-            }
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            new.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut new.sa_mask);
-            check(libc::sigaction(sig, &new, std::ptr::null_mut()))?;
-            saved.push((sig, old));
-        }
-    }
-    // A send to a worker that just died must be an EPIPE error, not the end of the caller.
-    // SAFETY: as above; SIG_IGN for SIGPIPE, previous disposition saved.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = libc::SIG_IGN;
-        libc::sigemptyset(&mut new.sa_mask);
-        check(libc::sigaction(libc::SIGPIPE, &new, &mut old))?;
-        saved.push((libc::SIGPIPE, old));
-    }
-    Ok(SavedSignals(saved))
-}
-
-/// Puts back the dispositions saved by [`catch_interrupts`].
-pub(crate) fn restore_signals(saved: &SavedSignals) {
-    for (sig, old) in &saved.0 {
-        // SAFETY: `old` is a disposition previously returned by sigaction.
-        unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
-    }
-}
-
-/// The interrupting signal received since [`catch_interrupts`], if any.
-pub(crate) fn interrupted() -> Option<i32> {
-    Some(INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0)
-}
-
-/// In a freshly forked worker: SIGINT and SIGTERM back to their default action (the
-/// coordinator's recording handler must not keep a worker alive), SIGPIPE ignored so a
-/// vanished coordinator is an `EPIPE`, not a silent death.
-pub(crate) fn reset_signals_in_child() {
-    for sig in INTERRUPT_SIGNALS {
-        // SAFETY: installing SIG_DFL for a catchable signal.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
-    // SAFETY: ignoring SIGPIPE.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
-
-/// Sends `sig` to this process (after cleanup, to let the caller's disposition act).
-pub(crate) fn raise(sig: i32) {
-    // SAFETY: raise takes a signal number.
-    unsafe { libc::raise(sig) };
 }
 
 /// Where named shared-memory segments live: the directory `shm_open` uses on Linux, so
