@@ -10,6 +10,8 @@
 //! a result fails to serialise (so exactly the failing task is reported), and lets the
 //! coordinator read who sent a message before it decodes the results.
 
+mod probe;
+
 use std::ops::Range;
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
@@ -130,14 +132,21 @@ impl<'de> Deserialize<'de> for Bytes {
 }
 
 /// Appends the encoding of `value` to `buf` (postcard, the format ipc-channel uses). On
-/// an error `buf` may hold part of the value; the caller truncates it.
+/// an error `buf` may hold part of the value; the caller truncates it. A custom
+/// `Serialize` error keeps its own message.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     buf: &mut Vec<u8>,
 ) -> Result<(), String> {
-    postcard::to_io(value, buf)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    match postcard::to_io(value, buf) {
+        Ok(_) => Ok(()),
+        // postcard drops a custom error's message; walk the value again to recover it.
+        Err(postcard::Error::SerdeSerCustom) => {
+            Err(probe::failure(value)
+                .unwrap_or_else(|| postcard::Error::SerdeSerCustom.to_string()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Decodes what [`encode_into`] produced.

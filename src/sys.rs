@@ -160,7 +160,6 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-#[cfg(test)]
 fn decode_status(status: libc::c_int) -> ExitKind {
     if libc::WIFSIGNALED(status) {
         ExitKind::Signal(libc::WTERMSIG(status))
@@ -205,6 +204,24 @@ pub(crate) fn wait(pid: Pid) -> io::Result<ExitKind> {
             return Err(err);
         }
         return Ok(decode_status(status));
+    }
+}
+
+/// Reaps `pid` if it has ended, `Ok(None)` while it runs: for kernels without pidfds.
+pub(crate) fn wait_nohang(pid: Pid) -> io::Result<Option<ExitKind>> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status is a valid, writable c_int for the duration of the call.
+        let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        match ret {
+            0 => return Ok(None),
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            -1 if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) => {
+                return Ok(Some(ExitKind::Unknown));
+            }
+            -1 => return Err(io::Error::last_os_error()),
+            _ => return Ok(Some(decode_status(status))),
+        }
     }
 }
 

@@ -18,8 +18,12 @@ use super::{ExitKind, Pid, check};
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: Pid,
-    /// `None` when the child was gone before it could be opened (reaped by someone else).
+    /// `None` when the child was gone before it could be opened (reaped by someone else),
+    /// or on a kernel without pidfds (before Linux 5.3; see `by_pid`).
     pidfd: Option<OwnedFd>,
+    /// No pidfd because the kernel has none: waited for and signalled by pid, as before
+    /// pidfds existed (safe as long as nobody else reaps this process's children).
+    by_pid: bool,
 }
 
 impl Child {
@@ -32,8 +36,28 @@ impl Child {
         // SAFETY: setpgid takes plain integers; it fails harmlessly (ESRCH, EACCES) when
         // the child has already gone or changed its own group.
         unsafe { libc::setpgid(pid, pid) };
-        let pidfd = RPid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
-        Child { pid, pidfd }
+        let opened = match RPid::from_raw(pid) {
+            Some(p) => pidfd_open(p, PidfdFlags::empty()),
+            None => Err(rustix::io::Errno::SRCH),
+        };
+        match opened {
+            Ok(fd) => Child {
+                pid,
+                pidfd: Some(fd),
+                by_pid: false,
+            },
+            // Already exited and reaped by someone else.
+            Err(rustix::io::Errno::SRCH) => Child {
+                pid,
+                pidfd: None,
+                by_pid: false,
+            },
+            Err(_) => Child {
+                pid,
+                pidfd: None,
+                by_pid: true,
+            },
+        }
     }
 
     /// Whether the child has exited (it may be a zombie, or reaped by someone else).
@@ -60,6 +84,13 @@ impl Child {
     /// group. `Ok(None)` while it runs; [`ExitKind::Unknown`] when it was reaped by
     /// someone else (a program that waits for every child, or SIGCHLD ignored).
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitKind>> {
+        if self.by_pid {
+            let status = super::wait_nohang(self.pid);
+            if let Ok(Some(_)) = status {
+                self.by_pid = false;
+            }
+            return status;
+        }
         if !self.exited(Some(Duration::ZERO)) {
             return Ok(None);
         }
@@ -97,10 +128,12 @@ impl Child {
     pub(crate) fn kill(&self) {
         if let Some(fd) = &self.pidfd {
             let _ = pidfd_send_signal(fd, Signal::KILL);
+        } else if self.by_pid {
+            // SAFETY: kill takes plain integers; the child is not reaped yet (by_pid is
+            // cleared when it is), so the pid is still its own.
+            let _ = check(unsafe { libc::kill(self.pid, libc::SIGKILL) });
         }
-        if !self.exited(Some(Duration::ZERO)) || self.pidfd.is_some() {
-            self.kill_group();
-        }
+        self.kill_group();
     }
 
     fn kill_group(&self) {
@@ -115,7 +148,9 @@ impl Child {
     pub(crate) fn kill_and_reap(&mut self) -> ExitKind {
         self.kill();
         loop {
-            self.exited(None);
+            if !self.by_pid {
+                self.exited(None);
+            }
             match self.try_wait() {
                 Ok(Some(status)) => return status,
                 Ok(None) => std::thread::sleep(Duration::from_micros(100)),
