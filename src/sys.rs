@@ -288,6 +288,26 @@ pub(crate) fn map_received(file: &File) -> io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }
 }
 
+/// Bytes of address space this process may still map under `RLIMIT_AS` (`ulimit -v`),
+/// or `None` without such a limit. Allocation failure aborts a Rust program, so a
+/// result that cannot fit is refused before it is decoded.
+pub(crate) fn address_space_left() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let used = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+    Some((limit.rlim_cur as u64).saturating_sub(used))
+}
+
 /// Whether `fd` is an open descriptor of this process.
 pub(crate) fn fd_is_open(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     // SAFETY: F_GETFD takes a descriptor and no pointers.

@@ -335,10 +335,21 @@ where
                 pid,
                 message,
             };
-            let result = match bytes.as_ref().map(|b| b.get(offset..end)) {
-                Err(message) => Err(not_received(message.clone())),
-                Ok(None) => Err(not_received("its bytes are missing from the batch".into())),
-                Ok(Some(slice)) => {
+            let room = match sys::address_space_left() {
+                Some(left) if piece.len > ipc::FILE_PAYLOAD as u64 && piece.len > left => {
+                    Err(format!(
+                        "it is too large to receive: {} bytes, about {left} bytes of address \
+                         space left under RLIMIT_AS (ulimit -v)",
+                        piece.len
+                    ))
+                }
+                _ => Ok(()),
+            };
+            let result = match (room, bytes.as_ref().map(|b| b.get(offset..end))) {
+                (Err(message), _) => Err(not_received(message)),
+                (_, Err(message)) => Err(not_received(message.clone())),
+                (_, Ok(None)) => Err(not_received("its bytes are missing from the batch".into())),
+                (_, Ok(Some(slice))) => {
                     match handoff::with_incoming(fds, || ipc::decode::<Outcome<R>>(slice)) {
                         (Ok(Outcome::Done(value)), _) => Ok(value),
                         (Ok(Outcome::Panicked(message)), _) => Err(Error::TaskPanicked {
