@@ -149,6 +149,13 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     }
 }
 
+/// [`encode_into`] a fresh buffer.
+#[cfg(test)]
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    encode_into(value, &mut buf).map(|()| buf)
+}
+
 /// Decodes what [`encode_into`] produced.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| e.to_string())

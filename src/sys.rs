@@ -305,7 +305,7 @@ pub(crate) fn address_space_left() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
     let used = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
-    Some((limit.rlim_cur as u64).saturating_sub(used))
+    Some(limit.rlim_cur.saturating_sub(used))
 }
 
 /// Whether `fd` is an open descriptor of this process.

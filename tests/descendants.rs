@@ -8,10 +8,8 @@ fn processes_a_task_leaves_behind_die_with_the_map() {
     let _d = common::deadline(60);
     // Orphans come to this process (not to init), so they can be checked and reaped.
     // SAFETY: prctl with integer arguments.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(ret, 0);
     let pids = forkmap::Pool::new()
         .workers(2)
         .progress(false)

@@ -38,10 +38,8 @@ fn no_orphans(what: &str) {
 
 fn become_subreaper() {
     // SAFETY: prctl with integer arguments.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(ret, 0);
 }
 
 /// A Deserialize that panics in the coordinator for one value.
