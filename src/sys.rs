@@ -14,9 +14,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
 mod child;
+mod received;
 pub(crate) mod signals;
 
 pub(crate) use child::{Child, own_process_group};
+pub(crate) use received::ReceivedFile;
 
 /// A process id.
 pub(crate) type Pid = libc::pid_t;
@@ -280,14 +282,6 @@ pub(crate) fn memfd_with(name: &str, bytes: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
-/// Maps a file received from a worker read-only, whole.
-pub(crate) fn map_received(file: &File) -> io::Result<memmap2::Mmap> {
-    // SAFETY: the file is a memory file written by one worker, which closed its
-    // descriptor after sending it; nobody else holds it, so it is neither written nor
-    // truncated while mapped.
-    unsafe { memmap2::Mmap::map(file) }
-}
-
 /// Bytes of address space this process may still map under `RLIMIT_AS` (`ulimit -v`),
 /// or `None` without such a limit. Allocation failure aborts a Rust program, so a
 /// result that cannot fit is refused before it is decoded.
@@ -306,6 +300,24 @@ pub(crate) fn address_space_left() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
     let used = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
     Some(limit.rlim_cur.saturating_sub(used))
+}
+
+/// Frees the pages of `len` bytes of a memory file from `offset` (the file keeps its size
+/// and reads there as zeros), for a received result already decoded that far.
+pub(crate) fn punch_hole(file: &File, offset: usize, len: usize) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: fallocate takes an open fd and plain integers.
+    check(unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    })?;
+    Ok(())
 }
 
 /// Whether `fd` is an open descriptor of this process.

@@ -313,10 +313,10 @@ where
             ),
         })?;
         let mut received = received.into_iter();
-        let bytes = match payload {
+        let mut bytes = match payload {
             Payload::Inline(bytes) => Ok(Received::Heap(bytes.0)),
             Payload::File => match received.next() {
-                Some(fd) => sys::map_received(&std::fs::File::from(fd))
+                Some(fd) => sys::ReceivedFile::map(std::fs::File::from(fd))
                     .map(Received::Mapped)
                     .map_err(|e| format!("could not map the file that carries it: {e}")),
                 None => Err("the file that carries it is missing".to_string()),
@@ -327,7 +327,9 @@ where
         let mut offset = 0usize;
         for (pos, piece) in (start..).zip(pieces) {
             let fds: Vec<OwnedFd> = received.by_ref().take(piece.fds as usize).collect();
-            let end = offset.saturating_add(piece.len as usize);
+            let len = piece.len as usize;
+            let at = offset;
+            offset = offset.saturating_add(len);
             let index = self.indices[pos];
             let not_received = |message: String| Error::ResultNotSent {
                 index,
@@ -336,21 +338,29 @@ where
                 message,
             };
             let room = match sys::address_space_left() {
-                Some(left) if piece.len > ipc::FILE_PAYLOAD as u64 && piece.len > left => {
-                    Err(format!(
-                        "it is too large to receive: {} bytes, about {left} bytes of address \
-                         space left under RLIMIT_AS (ulimit -v)",
-                        piece.len
-                    ))
-                }
+                Some(left) if len > ipc::FILE_PAYLOAD && len as u64 > left => Err(format!(
+                    "it is too large to receive: {len} bytes, about {left} bytes of address \
+                     space left under RLIMIT_AS (ulimit -v)"
+                )),
                 _ => Ok(()),
             };
-            let result = match (room, bytes.as_ref().map(|b| b.get(offset..end))) {
-                (Err(message), _) => Err(not_received(message)),
-                (_, Err(message)) => Err(not_received(message.clone())),
-                (_, Ok(None)) => Err(not_received("its bytes are missing from the batch".into())),
-                (_, Ok(Some(slice))) => {
-                    match handoff::with_incoming(fds, || ipc::decode::<Outcome<R>>(slice)) {
+            let source = match (room, bytes.as_mut()) {
+                (Err(message), _) => Err(message),
+                (_, Err(message)) => Err(message.clone()),
+                (_, Ok(source)) => Ok(source),
+            };
+            let result = match source {
+                Err(message) => Err(not_received(message)),
+                Ok(source) => {
+                    let decode = || match source {
+                        Received::Heap(b) => b
+                            .get(at..at.saturating_add(len))
+                            .ok_or_else(|| "its bytes are missing from the batch".to_string())
+                            .and_then(ipc::decode::<Outcome<R>>),
+                        // The file's pages are given back as the value is built.
+                        Received::Mapped(file) => file.decode::<Outcome<R>>(at, len),
+                    };
+                    match handoff::with_incoming(fds, decode) {
                         (Ok(Outcome::Done(value)), _) => Ok(value),
                         (Ok(Outcome::Panicked(message)), _) => Err(Error::TaskPanicked {
                             index,
@@ -370,7 +380,6 @@ where
                     }
                 }
             };
-            offset = end;
             self.settle(pos, result)?;
         }
         drop(bytes);
@@ -650,16 +659,7 @@ enum Received {
     /// Carried in the message.
     Heap(Vec<u8>),
     /// Carried in a memory file, mapped.
-    Mapped(memmap2::Mmap),
-}
-
-impl Received {
-    fn get(&self, range: Range<usize>) -> Option<&[u8]> {
-        match self {
-            Received::Heap(v) => v.get(range),
-            Received::Mapped(m) => m.get(range),
-        }
-    }
+    Mapped(sys::ReceivedFile),
 }
 
 impl<F, R> Drop for Run<'_, F, R> {
