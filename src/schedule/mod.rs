@@ -180,13 +180,10 @@ impl Scheduler {
                     .map(|c| word.unclaimed(c.seq, c.range.len()))
                     .sum::<usize>()
             };
-            let Some((victim, most)) = (0..self.held.len())
+            let (victim, most) = (0..self.held.len())
                 .filter(|&v| v != thief)
                 .map(|v| (v, unstarted(v)))
-                .max_by_key(|&(_, n)| n)
-            else {
-                return None;
-            };
+                .max_by_key(|&(_, n)| n)?;
             if most == 0 {
                 return None;
             }
@@ -240,7 +237,7 @@ impl Scheduler {
         let want = match (self.fixed, self.task_ns) {
             (Some(c), _) => c,
             // Cost unknown: probe with 1, 2, 4, ... tasks until a batch is measured.
-            (None, t) if t == 0.0 => 1usize << self.handed[w].min(16),
+            (None, 0.0) => 1usize << self.handed[w].min(16),
             (None, _) => available
                 .div_ceil(SPLIT)
                 .clamp(self.min_chunk, self.max_chunk),
@@ -301,8 +298,7 @@ impl Scheduler {
         // Many workers answer more often: keep the coordinator's message rate bounded.
         let crowd = self.ranges.len().div_ceil(8) as f64;
         self.min_chunk = ((MIN_CHUNK_NS * crowd / self.task_ns).ceil() as usize).clamp(1, 1 << 16);
-        self.max_chunk =
-            ((MAX_CHUNK_NS / self.task_ns) as usize).clamp(self.min_chunk, MAX_CHUNK);
+        self.max_chunk = ((MAX_CHUNK_NS / self.task_ns) as usize).clamp(self.min_chunk, MAX_CHUNK);
     }
 }
 

@@ -49,7 +49,13 @@ fn play(n: usize, workers: usize, chunk: Option<usize>, script: &[(u8, u8)]) {
         if guard >= 200 * n + 10_000 {
             let state: Vec<_> = players
                 .iter()
-                .map(|p| (p.alive, p.socket.len(), p.open.as_ref().map(|o| o.0.clone())))
+                .map(|p| {
+                    (
+                        p.alive,
+                        p.socket.len(),
+                        p.open.as_ref().map(|o| o.0.clone()),
+                    )
+                })
                 .collect();
             panic!(
                 "the scheduler did not make progress: unsent {}, held {:?}, players {state:?}, mail {}, unreported {}",
@@ -84,7 +90,9 @@ fn play(n: usize, workers: usize, chunk: Option<usize>, script: &[(u8, u8)]) {
         else {
             continue;
         };
-        if action % 13 == 1 && deaths < 2 * workers && players.iter().filter(|p| p.alive).count() > 1
+        if action % 13 == 1
+            && deaths < 2 * workers
+            && players.iter().filter(|p| p.alive).count() > 1
         {
             deaths += 1;
             // The worker dies; its replacement starts with a fresh gate and socket.
@@ -112,7 +120,11 @@ fn play(n: usize, workers: usize, chunk: Option<usize>, script: &[(u8, u8)]) {
                 Some(off) => ran.push(c.range.start + off),
                 None => {
                     let (c, ran) = p.open.take().unwrap();
-                    assert!(ran.iter().copied().eq(c.range.start..c.range.start + ran.len()));
+                    assert!(
+                        ran.iter()
+                            .copied()
+                            .eq(c.range.start..c.range.start + ran.len())
+                    );
                     if !ran.is_empty() {
                         mail.push_back((w, c.range.start, ran));
                     }
@@ -192,7 +204,10 @@ fn an_idle_worker_takes_back_a_queued_chunk_split_in_two() {
     assert_eq!(g.gate(0).claim(1), Some(0));
     assert!(g.gate(1).open(1, 4));
     s.complete(1, 6, 4).unwrap();
-    assert!(s.fill(1, &g).is_empty(), "holding a chunk, it only prefetches its own");
+    assert!(
+        s.fill(1, &g).is_empty(),
+        "holding a chunk, it only prefetches its own"
+    );
     assert!(g.gate(1).open(2, 2));
     s.complete(1, 10, 2).unwrap();
     // Idle now: it takes the back half of worker 0's queued chunk, worker 0 the front.
@@ -218,7 +233,16 @@ fn an_idle_worker_splits_the_unclaimed_rest_of_a_running_chunk() {
     while g.gate(1).claim(1).is_some() {}
     s.complete(1, 100, 100).unwrap();
     let sent = s.fill(1, &g);
-    assert_eq!(sent[0], (1, Chunk { seq: 2, range: 55..100 }));
+    assert_eq!(
+        sent[0],
+        (
+            1,
+            Chunk {
+                seq: 2,
+                range: 55..100
+            }
+        )
+    );
     assert_eq!(s.held(0)[0].range, 0..55);
     let claimed = std::iter::from_fn(|| g.gate(0).claim(1)).count();
     assert_eq!(claimed, 45, "worker 0 stops where the thief started");
@@ -335,7 +359,10 @@ fn check(dist: &str, n: usize, workers: usize, unit: u64, table: &mut Vec<String
         ));
     }
     if (dist != "straggler" || n >= w) && r.busy_workers != w {
-        broken.push(format!("{case}: only {} of {w} workers ran a task", r.busy_workers));
+        broken.push(format!(
+            "{case}: only {} of {w} workers ran a task",
+            r.busy_workers
+        ));
     }
     broken
 }
@@ -394,7 +421,11 @@ fn the_issue_8_table_reaches_its_ideal() {
             handle_ns: HANDLE_NS,
             chunk: None,
         });
-        assert!(r.makespan_ns < 301_000_000, "{w} workers: {} ns", r.makespan_ns);
+        assert!(
+            r.makespan_ns < 301_000_000,
+            "{w} workers: {} ns",
+            r.makespan_ns
+        );
     }
     for heavy in 0..10 {
         let mut costs = vec![100_000_000; 10];
@@ -409,8 +440,16 @@ fn the_issue_8_table_reaches_its_ideal() {
         // Met first by either worker, the long task gets a worker of its own at once; met
         // later, it starts after what its worker ran before (no scheduler that does not
         // know costs can avoid that), and the greedy bound holds: 1.9 s / 2 + 1 s / 2.
-        let limit = if heavy == 0 || heavy == 5 { 1_001_000_000 } else { 1_451_000_000 };
-        assert!(r.makespan_ns < limit, "heavy task at {heavy}: {} ns", r.makespan_ns);
+        let limit = if heavy == 0 || heavy == 5 {
+            1_001_000_000
+        } else {
+            1_451_000_000
+        };
+        assert!(
+            r.makespan_ns < limit,
+            "heavy task at {heavy}: {} ns",
+            r.makespan_ns
+        );
     }
 }
 
