@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod ipc;
@@ -11,6 +12,7 @@ mod sys;
 mod worker;
 
 #[cfg(feature = "hdf5")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hdf5")))]
 pub mod h5;
 pub mod records;
 
@@ -21,6 +23,10 @@ pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
 
 /// Re-exported so callers can name the element types and views without a version clash.
 pub use ndarray;
+/// Re-exported: `SharedArray` elements are `bytemuck::Pod` (derive it on your own rows).
+pub use bytemuck;
+/// Re-exported: [`Pool::progress_bar`] takes an `indicatif::ProgressBar`.
+pub use indicatif;
 
 /// Serialises the unit tests that fork with those that hold files whose locks a forked
 /// child would inherit (an HDF5 file's `flock` stays held while any copy of its
