@@ -21,12 +21,12 @@ pub use pool::Pool;
 pub use records::Record;
 pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
 
-/// Re-exported so callers can name the element types and views without a version clash.
-pub use ndarray;
 /// Re-exported: `SharedArray` elements are `bytemuck::Pod` (derive it on your own rows).
 pub use bytemuck;
 /// Re-exported: [`Pool::progress_bar`] takes an `indicatif::ProgressBar`.
 pub use indicatif;
+/// Re-exported so callers can name the element types and views without a version clash.
+pub use ndarray;
 
 /// Serialises the unit tests that fork with those that hold files whose locks a forked
 /// child would inherit (an HDF5 file's `flock` stays held while any copy of its

@@ -47,6 +47,8 @@ pub(crate) struct Scheduler {
     ranges: Vec<Range<usize>>,
     /// Positions given back (their worker died); handed out before anything else.
     requeued: VecDeque<Range<usize>>,
+    /// Positions below the limit that are in no worker's range yet (see `extend_to`).
+    unassigned: Range<usize>,
     /// The chunks sent to each worker and not yet answered, in the order sent.
     held: Vec<VecDeque<Chunk>>,
     /// Sequence number of the next chunk for each worker.
@@ -71,6 +73,7 @@ impl Scheduler {
         Scheduler {
             ranges,
             requeued: VecDeque::new(),
+            unassigned: n..n,
             held: vec![VecDeque::new(); workers],
             next_seq: vec![1; workers],
             handed: vec![0; workers],
@@ -85,6 +88,37 @@ impl Scheduler {
     pub(crate) fn unsent(&self) -> usize {
         self.ranges.iter().map(|r| r.len()).sum::<usize>()
             + self.requeued.iter().map(|r| r.len()).sum::<usize>()
+            + self.unassigned.len()
+    }
+
+    /// The first position not yet available to hand out: `n` of [`new`](Scheduler::new),
+    /// raised by [`extend_to`](Scheduler::extend_to).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "streaming calls (imap) build on it next; tested now"
+        )
+    )]
+    pub(crate) fn limit(&self) -> usize {
+        self.unassigned.end
+    }
+
+    /// Makes positions up to `limit` available: a streaming call raises it as the consumer
+    /// takes results (no chunk is ever handed out at or past the limit), a distributed one
+    /// as blocks arrive. The new positions go to workers whose range runs dry, a share at a
+    /// time; the caller then calls [`fill`](Scheduler::fill) for its idle workers.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "streaming calls (imap) build on it next; tested now"
+        )
+    )]
+    pub(crate) fn extend_to(&mut self, limit: usize) {
+        if limit > self.unassigned.end {
+            self.unassigned.end = limit;
+        }
     }
 
     /// The chunks worker `w` holds (sent, not answered), oldest first.
@@ -94,8 +128,8 @@ impl Scheduler {
     }
 
     /// Tops worker `w` up to [`IN_FLIGHT`] chunks and returns what to send, to whom, in
-    /// order. A worker holding a chunk is topped up only from re-queued positions and its
-    /// own range; a worker holding nothing also steals: the back half of the largest
+    /// order. A worker holding a chunk is topped up only from re-queued positions, its own
+    /// range and positions nobody owns yet; a worker holding nothing also steals: the back half of the largest
     /// unsent range, else the back half of what another worker holds and has not started
     /// (which may give that worker a chunk too).
     pub(crate) fn fill(&mut self, w: usize, gates: &impl Gates) -> Vec<(usize, Chunk)> {
@@ -109,6 +143,13 @@ impl Scheduler {
                 }
                 out.push((w, self.hand(w, r.start..r.start + take)));
                 continue;
+            }
+            if self.ranges[w].is_empty() && !self.unassigned.is_empty() {
+                // A share of what nobody owns yet: no other worker is deprived of anything.
+                let share = self.unassigned.len().div_ceil(self.ranges.len());
+                let start = self.unassigned.start;
+                self.unassigned.start += share;
+                self.ranges[w] = start..start + share;
             }
             if self.ranges[w].is_empty() {
                 if !self.held[w].is_empty() {

@@ -30,6 +30,9 @@ pub(super) struct Params {
     /// Coordinator time to handle one batch (decode, store, schedule, send).
     pub(super) handle_ns: u64,
     pub(super) chunk: Option<usize>,
+    /// Streaming: positions are handed out only below the first unfinished one plus this
+    /// (the consumer takes each result as soon as it is next in order).
+    pub(super) window: Option<usize>,
 }
 
 /// What a simulation measured.
@@ -81,7 +84,9 @@ struct Worker {
 pub(super) fn simulate(p: &Params) -> Report {
     let n = p.costs.len();
     let board = Board((0..p.workers).map(|_| AtomicU64::new(0)).collect());
-    let mut sched = Scheduler::new(n, p.workers, p.chunk);
+    let mut sched = Scheduler::new(p.window.map_or(n, |k| k.min(n)), p.workers, p.chunk);
+    let mut finished = vec![false; n];
+    let mut front = 0;
     let mut workers: Vec<Worker> = (0..p.workers).map(|_| Worker::default()).collect();
     let mut sim = Sim::default();
     let mut runs = vec![0u32; n];
@@ -147,9 +152,26 @@ pub(super) fn simulate(p: &Params) -> Report {
                     .unwrap_or_else(|e| panic!("worker {w}: {e}"));
                 sched.observe(k, busy);
                 done += k;
+                finished[start..start + k].fill(true);
+                while front < n && finished[front] {
+                    front += 1;
+                }
                 batches += 1;
                 makespan = t;
-                for (v, c) in sched.fill(w, &board) {
+                let mut orders = sched.fill(w, &board);
+                if let Some(k) = p.window {
+                    let before = sched.limit();
+                    sched.extend_to((front + k).min(n));
+                    if sched.limit() > before {
+                        for v in 0..p.workers {
+                            orders.extend(sched.fill(v, &board));
+                        }
+                    }
+                }
+                for (v, c) in orders {
+                    if let Some(k) = p.window {
+                        assert!(c.range.end <= front + k, "a chunk past the window");
+                    }
                     sim.at(
                         t + p.latency_ns,
                         Event::Order(v, c.seq, c.range.start, c.range.end),
