@@ -12,6 +12,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::Serialize;
 
 use crate::ipc::{self, Body, Bytes, Envelope, Order, OutcomeRef, Payload, Piece};
+use crate::schedule::Gate;
 use crate::shm::{Board, handoff};
 use crate::sys;
 
@@ -99,11 +100,18 @@ impl<F> Worker<'_, F> {
         R: Serialize,
     {
         let slot = self.board.slot(self.id);
-        while let Ok(Order::Run(chunk)) = self.orders.recv() {
-            let start = chunk.start;
+        let gate = Gate(&slot.gate);
+        while let Ok(Order::Run { seq, range }) = self.orders.recv() {
+            // The coordinator may have taken the chunk back, or take back its unclaimed
+            // end while it runs: each position is claimed through the gate first.
+            if !gate.open(seq, range.len()) {
+                continue;
+            }
+            let start = range.start;
             let began = sys::monotonic_ns();
             let mut batch = Outgoing::default();
-            for pos in chunk {
+            while let Some(offset) = gate.claim(seq) {
+                let pos = start + offset;
                 slot.started_ns
                     .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
                 slot.current.store(pos as u64 + 1, Ordering::Release);
@@ -132,6 +140,11 @@ impl<F> Worker<'_, F> {
                     }
                 }
                 slot.done.fetch_add(1, Ordering::Release);
+            }
+            if batch.pieces.is_empty() {
+                // All of it was taken back before the first claim: nothing to report.
+                slot.current.store(0, Ordering::Release);
+                continue;
             }
             let busy_ns = sys::monotonic_ns().saturating_sub(began);
             if !self.send(start, batch, busy_ns) {
