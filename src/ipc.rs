@@ -157,6 +157,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String
     encode_into(value, &mut buf).map(|()| buf)
 }
 
+/// postcard's message for a sequence or map serialised without its length (what
+/// `#[serde(flatten)]` does).
+pub(crate) const LENGTH_UNKNOWN: &str = "The length of a sequence must be known";
+
 /// Decodes what [`encode_into`] produced.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| e.to_string())

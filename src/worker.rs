@@ -228,6 +228,10 @@ impl Outgoing {
                 self.fds.extend(fds);
                 return;
             }
+            Ok((Err(message), _)) if message == ipc::LENGTH_UNKNOWN => format!(
+                "{message}: results travel as postcard, which cannot carry #[serde(flatten)] \
+                 or a collection that does not say its length"
+            ),
             Ok((Err(message), _)) => message,
             Err(payload) => format!(
                 "its Serialize panicked: {}",

@@ -146,6 +146,48 @@ fn serde_attributes_postcard_cannot_carry_are_named_per_task() {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct Inner {
+    b: u32,
+}
+
+/// `flatten` serialises a map of unknown length: refused in the worker.
+#[derive(Debug, Serialize, Deserialize)]
+struct Flat {
+    a: u32,
+    #[serde(flatten)]
+    inner: Inner,
+}
+
+/// An internally tagged enum needs `deserialize_any`: refused in the parent.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+enum Tagged {
+    One { x: u32 },
+}
+
+#[test]
+fn flatten_and_internally_tagged_enums_are_named() {
+    let _d = common::deadline(60);
+    let _s = common::serial();
+    let pool = Pool::new().workers(2).progress(false);
+    let flat = pool
+        .try_map(0..2, |i| Flat {
+            a: i as u32,
+            inner: Inner { b: 1 },
+        })
+        .unwrap();
+    for r in &flat {
+        let e = r.as_ref().unwrap_err().to_string();
+        assert!(e.contains("flatten"), "{e}");
+    }
+    let tagged = pool.try_map(0..2, |i| Tagged::One { x: i as u32 }).unwrap();
+    for r in &tagged {
+        let e = r.as_ref().unwrap_err().to_string();
+        assert!(e.contains("internally tagged"), "{e}");
+    }
+}
+
 /// A result whose `Serialize` stalls.
 #[derive(Debug, Deserialize)]
 struct Slow(usize);
