@@ -254,6 +254,7 @@ fn a_task_that_closes_every_descriptor_is_named() {
                     task: Some((4, 4)), ..
                 }),
             ) => {}
+            (4, r) => panic!("the task that closed the descriptors was not named: {r:?}"),
             (_, Ok(v)) => assert_eq!(*v, i),
             (_, r) => panic!("position {i}: {r:?}"),
         }
