@@ -137,7 +137,7 @@ impl<'de> Deserialize<'de> for Bytes {
 /// `Serialize` error keeps its own message.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
-    buf: &mut Vec<u8>,
+    buf: &mut impl std::io::Write,
 ) -> Result<(), String> {
     match postcard::to_io(value, buf) {
         Ok(_) => Ok(()),

@@ -273,15 +273,6 @@ pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// A memory file holding exactly `bytes` (reserved first, so a shortage of memory is an
-/// error here), for a large batch of results.
-pub(crate) fn memfd_with(name: &str, bytes: &[u8]) -> io::Result<File> {
-    use std::io::Write;
-    let mut file = memfd_reserved(name, bytes.len())?;
-    file.write_all(bytes)?;
-    Ok(file)
-}
-
 /// Bytes of address space this process may still map under `RLIMIT_AS` (`ulimit -v`),
 /// or `None` without such a limit. Allocation failure aborts a Rust program, so a
 /// result that cannot fit is refused before it is decoded.

@@ -16,6 +16,9 @@ use crate::schedule::Gate;
 use crate::shm::{Board, handoff};
 use crate::sys;
 
+mod spill;
+use spill::Spill;
+
 /// Exit code of a worker whose own machinery (not a task) panicked.
 pub(crate) const EXIT_INTERNAL: i32 = 101;
 /// Exit code of a worker that found its coordinator gone at start.
@@ -161,18 +164,14 @@ impl<F> Worker<'_, F> {
     fn send(&self, start: usize, batch: Outgoing, busy_ns: u64) -> bool {
         let Outgoing { buf, pieces, fds } = batch;
         let mut all = Vec::with_capacity(fds.len() + 1);
-        let payload = if buf.len() >= ipc::FILE_PAYLOAD {
-            match sys::memfd_with("forkmap-results", &buf) {
-                Ok(file) => {
-                    all.push(std::os::fd::OwnedFd::from(file));
-                    drop(buf);
-                    Payload::File
-                }
-                // Without a file the message itself carries it (one more copy).
-                Err(_) => Payload::Inline(Bytes(buf)),
+        let payload = match buf.finish() {
+            Ok(Ok(bytes)) => Payload::Inline(Bytes(bytes)),
+            Ok(Err(file)) => {
+                all.push(std::os::fd::OwnedFd::from(file));
+                Payload::File
             }
-        } else {
-            Payload::Inline(Bytes(buf))
+            // The end of the batch could not be written: this worker cannot report it.
+            Err(_) => sys::exit_immediately(EXIT_INTERNAL),
         };
         all.extend(fds);
         let body = Body::Batch {
@@ -205,7 +204,7 @@ impl<F> Worker<'_, F> {
 /// A batch being encoded: each outcome right after its task, into one buffer.
 #[derive(Default)]
 struct Outgoing {
-    buf: Vec<u8>,
+    buf: Spill,
     pieces: Vec<Piece>,
     fds: Vec<std::os::fd::OwnedFd>,
 }
@@ -219,6 +218,7 @@ impl Outgoing {
         let encoded = panic::catch_unwind(AssertUnwindSafe(|| {
             handoff::collect_outgoing(|| ipc::encode_into(outcome, buf))
         }));
+        let io_error = self.buf.error.take();
         let failure = match encoded {
             Ok((Ok(()), fds)) => {
                 self.pieces.push(Piece {
@@ -232,13 +232,19 @@ impl Outgoing {
                 "{message}: results travel as postcard, which cannot carry #[serde(flatten)] \
                  or a collection that does not say its length"
             ),
-            Ok((Err(message), _)) => message,
+            Ok((Err(message), _)) => match io_error {
+                Some(e) => format!("it could not be written out: {e}"),
+                None => message,
+            },
             Err(payload) => format!(
                 "its Serialize panicked: {}",
                 take_panic_message(Some(payload.as_ref()))
             ),
         };
-        self.buf.truncate(before);
+        if self.buf.truncate(before).is_err() {
+            // The batch's file cannot be cut back: this worker cannot report its batch.
+            sys::exit_immediately(EXIT_INTERNAL);
+        }
         // A message always encodes.
         let _ = ipc::encode_into(&OutcomeRef::<R>::Unsendable(&failure), &mut self.buf);
         self.pieces.push(Piece {
