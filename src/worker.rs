@@ -24,7 +24,8 @@ pub(crate) const EXIT_INTERNAL: i32 = 101;
 /// Exit code of a worker that found its coordinator gone at start.
 pub(crate) const EXIT_ORPHANED: i32 = 102;
 /// Exit code of a worker whose task closed the worker's own descriptors (its channel to
-/// the coordinator): the task is blamed, since it still counts as running.
+/// the coordinator), found at the end of a chunk: a task alone in its chunk is blamed,
+/// the tasks of a longer chunk are run again one by one.
 pub(crate) const EXIT_CHANNEL_LOST: i32 = 103;
 
 /// Set in a worker right after the fork: from then on the panic hook records panics for
@@ -122,9 +123,6 @@ impl<F> Worker<'_, F> {
                 let returned = panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index)));
                 // The task still counts as running until its outcome is encoded: a
                 // timeout, crash or stop while its result is serialised is its own.
-                if !sys::fd_is_open(self.fd_socket.as_fd()) {
-                    sys::exit_immediately(EXIT_CHANNEL_LOST);
-                }
                 match returned {
                     Ok(value) => {
                         batch.push(&OutcomeRef::Done(&value));
@@ -143,6 +141,15 @@ impl<F> Worker<'_, F> {
                     }
                 }
                 slot.done.fetch_add(1, Ordering::Release);
+            }
+            if !sys::fd_is_open(self.fd_socket.as_fd()) {
+                // A task closed this worker's descriptors, so nothing can be reported. Alone
+                // in its chunk it is blamed (it still counts as running); otherwise the
+                // coordinator runs the chunk's tasks again one by one to find it.
+                if batch.pieces.len() != 1 {
+                    slot.current.store(0, Ordering::Release);
+                }
+                sys::exit_immediately(EXIT_CHANNEL_LOST);
             }
             if batch.pieces.is_empty() {
                 // All of it was taken back before the first claim: nothing to report.

@@ -333,8 +333,11 @@ where
                 pid,
                 message,
             };
-            let room = match sys::address_space_left() {
-                Some(left) if len > ipc::FILE_PAYLOAD && len as u64 > left => Err(format!(
+            let left = (len > ipc::FILE_PAYLOAD)
+                .then(sys::address_space_left)
+                .flatten();
+            let room = match left {
+                Some(left) if len as u64 > left => Err(format!(
                     "it is too large to receive: {len} bytes, about {left} bytes of address \
                      space left under RLIMIT_AS (ulimit -v)"
                 )),
@@ -348,7 +351,7 @@ where
             let result = match source {
                 Err(message) => Err(not_received(message)),
                 Ok(source) => {
-                    let decode = || match source {
+                    let mut decode = || match source {
                         Received::Heap(b) => b
                             .get(at..at.saturating_add(len))
                             .ok_or_else(|| "its bytes are missing from the batch".to_string())
@@ -356,7 +359,12 @@ where
                         // The file's pages are given back as the value is built.
                         Received::Mapped(file) => file.decode::<Outcome<R>>(at, len),
                     };
-                    match handoff::with_incoming(fds, decode) {
+                    // Without descriptors the piece holds no array: no context to open.
+                    let decoded = match fds.is_empty() {
+                        true => (decode(), None),
+                        false => handoff::with_incoming(fds, decode),
+                    };
+                    match decoded {
                         (Ok(Outcome::Done(value)), _) => Ok(value),
                         (Ok(Outcome::Panicked(message)), _) => Err(Error::TaskPanicked {
                             index,
@@ -528,8 +536,13 @@ where
         let culprit = overdue
             .or_else(|| (running > 0).then(|| running as usize - 1))
             .filter(|p| held.iter().any(|r| r.contains(p)));
+        let isolate =
+            culprit.is_none() && status == ExitKind::Code(crate::worker::EXIT_CHANNEL_LOST);
         for r in held {
             match culprit {
+                // A task of this chunk closed the worker's descriptors: run them one by
+                // one, so that the next time it is alone and blamed.
+                None if isolate => r.for_each(|p| self.sched.requeue(p..p + 1)),
                 // The culprit goes back alone, so it cannot take innocent tasks down again.
                 Some(p) if r.contains(&p) => {
                     self.sched.requeue(r.start..p);
