@@ -322,7 +322,10 @@ where
         self.take_front(worker, start, n)?;
         let mut offset = 0usize;
         for (pos, piece) in (start..).zip(pieces) {
-            let fds: Vec<OwnedFd> = received.by_ref().take(piece.fds as usize).collect();
+            let fds: Vec<OwnedFd> = match piece.fds {
+                0 => Vec::new(),
+                n => received.by_ref().take(n as usize).collect(),
+            };
             let len = piece.len as usize;
             let at = offset;
             offset = offset.saturating_add(len);
@@ -409,7 +412,8 @@ where
             (Err(e), Mode::FailFast) => return Err(e),
             (r, _) => r,
         };
-        let fresh = self.values[pos].is_none() && !self.failures.contains_key(&pos);
+        let fresh = self.values[pos].is_none()
+            && (self.failures.is_empty() || !self.failures.contains_key(&pos));
         match result {
             Ok(value) => self.values[pos] = Some(value),
             Err(e) => {
