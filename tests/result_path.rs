@@ -260,7 +260,9 @@ fn a_task_that_closes_every_descriptor_is_named() {
         }
     }
     let a = attempts.read();
-    assert_eq!(a[4], 3, "run in its chunk, then alone, then retried once");
+    // Run once and retried once alone, plus once more when it first ran with others in
+    // its chunk (the scheduler may also have left it alone from the start).
+    assert!((2..=3).contains(&a[4]), "{:?}", a.view());
     // The other tasks of its chunk ran again once, one by one (their results were never
     // sent); none more than twice.
     assert!(
