@@ -75,7 +75,8 @@ impl Pool {
         self
     }
 
-    /// Sends tasks in chunks of exactly `n` positions, turning adaptive sizing off.
+    /// Sends tasks in chunks of exactly `n` positions (at most 8,388,607), turning adaptive
+    /// sizing off.
     /// Stealing still balances the load between workers: a worker with nothing to do
     /// takes back the unstarted end of another's chunk, so a chunk may run shorter than
     /// `n`. `0` means adaptive (the default): chunks probe with 1, 2, 4, ... tasks until

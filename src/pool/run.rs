@@ -251,6 +251,13 @@ where
                 last_check = Instant::now();
                 self.enforce_timeouts();
                 self.reap()?;
+                // A worker left with nothing (all it held was taken back, or there was
+                // nothing to steal when it asked) looks again: work may have become free.
+                for w in 0..self.crew.len() {
+                    if self.sched.held(w).is_empty() {
+                        self.refill(w);
+                    }
+                }
             }
         }
         Ok(())
