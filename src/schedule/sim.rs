@@ -104,6 +104,7 @@ pub(super) fn simulate(p: &Params) -> Report {
             );
         }
     }
+    sim.at(TICK_NS, Event::Tick);
     while let Some(Reverse((t, _, event))) = sim.queue.pop() {
         match event {
             Event::Order(w, seq, start, end) => {
