@@ -125,6 +125,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A `try_` lock call found the lock busy (see
+    /// [`SharedArray::try_read`](crate::SharedArray::try_read)).
+    #[error("shared memory segment {segment}: the lock is busy: {reason}")]
+    WouldBlock {
+        /// Which segment.
+        segment: String,
+        /// Why it would have to wait.
+        reason: &'static str,
+    },
     /// A segment's header did not match what the caller asked for.
     #[error("shared memory segment {segment}: {message}")]
     Mismatch {

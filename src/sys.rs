@@ -317,18 +317,45 @@ pub(crate) fn process_running(pid: Pid) -> bool {
     if !process_exists(pid) {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state letter follows the command name, which is in parentheses and may
-        // itself contain spaces or parentheses.
-        Ok(stat) => match stat.rfind(')') {
-            Some(end) => !matches!(
-                stat[end + 1..].trim_start().chars().next(),
-                Some('Z' | 'X' | 'x')
-            ),
-            None => true,
-        },
-        Err(_) => process_exists(pid),
+    match proc_stat(pid) {
+        Some((state, _)) => !matches!(state, 'Z' | 'X' | 'x'),
+        None => process_exists(pid),
     }
+}
+
+/// The state letter and the start time (clock ticks after boot, field 22) of `pid`,
+/// from `/proc/<pid>/stat`; `None` when it cannot be read (gone, or no `/proc`).
+pub(crate) fn proc_stat(pid: Pid) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields follow the command name, which is in parentheses and may itself contain
+    // spaces or parentheses: field 3 (the state) is the first after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// This process's pid and start time (see [`proc_stat`]; 0 when unknown), cached for the
+/// current fork generation, so a forked child never reports its parent's.
+pub(crate) fn self_identity() -> (Pid, u64) {
+    use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+    // No lock: a fork while another thread held one would leave it held in the child.
+    // Threads of one generation store the same values, and the generation is stored
+    // last, so a reader that sees its own generation sees that generation's values.
+    static GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let generation = fork_generation();
+    if generation != u64::MAX && GENERATION.load(Ordering::Acquire) == generation {
+        return (PID.load(Ordering::Relaxed), START.load(Ordering::Relaxed));
+    }
+    let pid = getpid();
+    let start = proc_stat(pid).map_or(0, |(_, start)| start);
+    PID.store(pid, Ordering::Relaxed);
+    START.store(start, Ordering::Relaxed);
+    GENERATION.store(generation, Ordering::Release);
+    (pid, start)
 }
 
 fn read_u64(path: &str) -> Option<u64> {

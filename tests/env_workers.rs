@@ -44,7 +44,10 @@ fn env_sets_the_worker_count() {
                 .map(0..1000, |i| i)
                 .unwrap_err();
             assert!(matches!(err, forkmap::Error::Config(_)), "{err}");
-            assert!(err.to_string().contains("FORKMAP_WORKERS=\"100000\""), "{err}");
+            assert!(
+                err.to_string().contains("FORKMAP_WORKERS=\"100000\""),
+                "{err}"
+            );
             assert!(common::children().len() <= before);
         }
         _ => {

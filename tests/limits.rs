@@ -47,7 +47,13 @@ fn a_task_list_too_long_for_memory_is_an_error() {
     // Capacity overflow: more bytes than the address space.
     let err = pool().map(0..usize::MAX, |i| i).unwrap_err();
     assert!(
-        matches!(err, Error::TooManyTasks { count: usize::MAX, .. }),
+        matches!(
+            err,
+            Error::TooManyTasks {
+                count: usize::MAX,
+                ..
+            }
+        ),
         "{err}"
     );
     // 2^40 tasks need 16 TB of bookkeeping: refused before any allocation or fork.
@@ -88,7 +94,10 @@ fn too_many_workers_is_refused() {
     assert!(common::children().len() <= before, "a refused call forked");
     // At the limit itself the count is accepted (and capped by the tasks).
     assert_eq!(
-        Pool::new().workers(Pool::MAX_WORKERS).worker_count().unwrap(),
+        Pool::new()
+            .workers(Pool::MAX_WORKERS)
+            .worker_count()
+            .unwrap(),
         Pool::MAX_WORKERS
     );
 }

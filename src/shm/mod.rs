@@ -207,6 +207,11 @@ impl Segment {
         })
     }
 
+    /// How errors name this segment.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
     pub(crate) fn len(&self) -> usize {
         match &self.map {
             Mapping::Writable(m) => m.len(),

@@ -1,0 +1,76 @@
+//! More processes than reader slots read one array: slots come back with the guards, so
+//! nothing waits for a process to exit. Forks hundreds of workers, so it runs alone.
+
+mod common;
+
+use std::time::Duration;
+
+use forkmap::ndarray;
+use forkmap::{Error, Pool, SharedArray};
+
+#[test]
+fn more_readers_than_slots_never_deadlock() {
+    let _d = common::deadline(240);
+    let a = SharedArray::<u64, _>::from_array(&ndarray::Array1::from_iter(0..64u64)).unwrap();
+    // 1,100 processes (more than the 1,024 slots, and far more than the 256 that used to
+    // deadlock), each reading and holding its guard briefly; workers stay alive until
+    // the end of the call, so a slot kept until exit would run out.
+    let workers = 1100;
+    let out = Pool::new()
+        .workers(workers)
+        .chunk_size(1)
+        .progress(false)
+        .map(0..workers, |i| {
+            let g = a.read();
+            std::thread::sleep(Duration::from_millis(1));
+            let v = g[i % 64];
+            drop(g);
+            // A second guard after the first is gone takes a slot again.
+            v + a.read()[0]
+        })
+        .unwrap();
+    assert_eq!(out.len(), workers);
+    assert!(out.iter().enumerate().all(|(i, &v)| v == (i % 64) as u64));
+    // Every slot is free again: a writer gets in at once, and nobody was "recovered".
+    let w = a.write();
+    assert!(!w.recovered());
+    drop(w);
+    assert_eq!(a.lock_recoveries(), 0);
+    assert!(a.try_read().is_ok());
+}
+
+#[test]
+fn a_killed_reader_does_not_block_later_processes() {
+    let _d = common::deadline(120);
+    let a = SharedArray::<u64, _>::zeros(4).unwrap();
+    // Each of these workers dies by SIGKILL while holding a read guard.
+    for round in 0..3 {
+        let err = Pool::new()
+            .workers(2)
+            .max_retries(0)
+            .progress(false)
+            .map(0..2, |_| -> u8 {
+                let _g = a.read();
+                // SAFETY: kill with integer arguments, on this process.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                unreachable!()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::WorkerDied { .. }),
+            "round {round}: {err}"
+        );
+        // Later processes (new workers, possibly given a dead one's pid) write and read.
+        let seen = Pool::new()
+            .workers(2)
+            .progress(false)
+            .map(0..8, |i| {
+                a.write()[i % 4] += 1;
+                a.read()[i % 4]
+            })
+            .unwrap();
+        assert!(seen.iter().all(|&v| v >= 1));
+    }
+    assert!(a.lock_recoveries() >= 1);
+    assert!(a.try_read().is_ok());
+}
