@@ -13,6 +13,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
+mod memory;
+pub(crate) use memory::memory_budget;
+
 /// A process id.
 pub(crate) type Pid = libc::pid_t;
 
@@ -356,47 +359,6 @@ pub(crate) fn self_identity() -> (Pid, u64) {
     START.store(start, Ordering::Relaxed);
     GENERATION.store(generation, Ordering::Release);
     (pid, start)
-}
-
-fn read_u64(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Bytes of memory this process could still get: what the kernel reports available
-/// (`MemAvailable` plus free swap), capped by the memory cgroup's remaining allowance.
-/// `None` when none of these can be read.
-pub(crate) fn memory_budget() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-    let field = |name: &str| -> Option<u64> {
-        let line = meminfo.as_deref()?.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
-    };
-    let mut budget = match (field("MemAvailable:"), field("SwapFree:")) {
-        (Some(avail), swap) => Some(avail + swap.unwrap_or(0)),
-        (None, _) => None,
-    };
-    // cgroup v2, then v1.
-    let cgroup = match (
-        read_u64("/sys/fs/cgroup/memory.max"),
-        read_u64("/sys/fs/cgroup/memory.current"),
-    ) {
-        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
-        _ => match (
-            read_u64("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-            read_u64("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-        ) {
-            (Some(max), Some(cur)) if max < (1 << 60) => Some(max.saturating_sub(cur)),
-            _ => None,
-        },
-    };
-    if let Some(c) = cgroup {
-        budget = Some(budget.map_or(c, |b| b.min(c)));
-    }
-    budget
 }
 
 /// The signal that interrupted a `map`, or 0. Set by the handler, read by the coordinator.
