@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
+pub(crate) mod fds;
 mod memory;
 pub(crate) use memory::memory_budget;
 
@@ -628,7 +629,7 @@ pub(crate) fn recv_fds(
             break ret;
         };
         if ret == -1 {
-            return Err(io::Error::last_os_error());
+            return Err(fds::explain(io::Error::last_os_error()));
         }
         if ret == 0 {
             return Err(io::Error::new(
@@ -656,7 +657,12 @@ pub(crate) fn recv_fds(
             }
         }
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::other("descriptors were truncated in transit"));
+            // The kernel drops what the receiver cannot hold: almost always EMFILE.
+            return Err(io::Error::other(format!(
+                "descriptors were truncated in transit, most likely too many open \
+                 descriptors here: {}",
+                fds::usage()
+            )));
         }
         if out.len() - before != count as usize {
             return Err(io::Error::other(format!(

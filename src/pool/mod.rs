@@ -236,6 +236,8 @@ impl Pool {
             return Ok((Vec::new(), HashMap::new()));
         }
         let workers = workers.min(indices.len());
+        // Channels and returned arrays each hold descriptors: lift the soft limit first.
+        sys::fds::raise_nofile_limit();
         let enabled = self
             .progress
             .unwrap_or_else(|| std::io::stderr().is_terminal());

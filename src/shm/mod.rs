@@ -138,8 +138,14 @@ impl Segment {
             .checked_add(data_len)
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or_else(too_big)?;
-        let file = sys::memfd_reserved("forkmap", total)
-            .map_err(|e| Error::shm(label.clone(), "reserve memory", e))?;
+        sys::fds::raise_nofile_limit();
+        let file = sys::memfd_reserved("forkmap", total).map_err(|e| {
+            if sys::fds::is_exhaustion(&e) {
+                Error::shm(label.clone(), "create it", sys::fds::explain(e))
+            } else {
+                Error::shm(label.clone(), "reserve memory", e)
+            }
+        })?;
         let map = MmapOptions::new()
             .len(total)
             .map_raw(&file)

@@ -127,7 +127,9 @@ impl Segment {
             Error::shm(name, "size it", io::Error::from(io::ErrorKind::OutOfMemory))
         })?;
         let path = path_of(name);
-        let file = sys::create_exclusive(&path).map_err(|e| Error::shm(name, "create it", e))?;
+        sys::fds::raise_nofile_limit();
+        let file = sys::create_exclusive(&path)
+            .map_err(|e| Error::shm(name, "create it", sys::fds::explain(e)))?;
         let meta = match file.metadata() {
             Ok(meta) => meta,
             Err(e) => {
