@@ -8,8 +8,8 @@ use forkmap::{Error, Pool, SharedArray};
 
 fn set_nofile(soft: u64, hard: u64) {
     let lim = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+        rlim_cur: soft,
+        rlim_max: hard,
     };
     // SAFETY: setrlimit reads one rlimit through a valid pointer.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
@@ -22,7 +22,7 @@ fn soft_nofile() -> u64 {
     };
     // SAFETY: getrlimit writes one rlimit through a valid pointer.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 fn arrays_back(n: usize) -> Result<Vec<SharedArray<u32, forkmap::ndarray::Ix1>>, Error> {
