@@ -340,6 +340,19 @@ pub(crate) fn proc_stat(pid: Pid) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// Whether the process that had `pid` and started at `start` (clock ticks after boot, 0:
+/// unknown) still runs: the pid exists, is no zombie, and has that start time.
+pub(crate) fn same_process_running(pid: Pid, start: u64) -> bool {
+    if pid <= 0 || !process_exists(pid) {
+        return false;
+    }
+    match proc_stat(pid) {
+        Some(('Z' | 'X' | 'x', _)) => false,
+        Some((_, now)) => start == 0 || now == start,
+        None => process_running(pid),
+    }
+}
+
 /// This process's pid and start time (see [`proc_stat`]; 0 when unknown), cached for the
 /// current fork generation, so a forked child never reports its parent's.
 pub(crate) fn self_identity() -> (Pid, u64) {

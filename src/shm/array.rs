@@ -432,4 +432,9 @@ impl<A: Pod, D: Dimension> SharedArray<A, D> {
     pub(super) fn segment(&self) -> &Segment {
         &self.seg
     }
+
+    /// The segment holding the array, to change what it knows of its name.
+    pub(super) fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.seg
+    }
 }
