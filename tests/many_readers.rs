@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use forkmap::ndarray;
 use forkmap::{Error, Pool, SharedArray};
@@ -12,9 +12,7 @@ use forkmap::{Error, Pool, SharedArray};
 fn more_readers_than_slots_never_deadlock() {
     let _d = common::deadline(240);
     let a = SharedArray::<u64, _>::from_array(&ndarray::Array1::from_iter(0..64u64)).unwrap();
-    // 1,100 processes (more than the 1,024 slots, and far more than the 256 that used to
-    // deadlock), each reading and holding its guard briefly; workers stay alive until
-    // the end of the call, so a slot kept until exit would run out.
+    let arrived = SharedArray::<u64, _>::zeros(1).unwrap();
     // The coordinator holds a few descriptors per worker: with a hard limit too low for
     // 1,100 workers, 300 still shows the old limit of 256 gone.
     let mut lim = libc::rlimit {
@@ -24,21 +22,38 @@ fn more_readers_than_slots_never_deadlock() {
     // SAFETY: getrlimit writes one rlimit through a valid pointer.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
     let workers = if lim.rlim_max >= 8192 { 1100 } else { 300 };
+    // Every worker reads, then waits at a barrier until all of them have read, so all
+    // are alive at once: more processes than slots (1,024), and far more than the 256
+    // that used to deadlock (there, the 257th blocked in `read` until the others
+    // exited, and the barrier was never reached).
     let out = Pool::new()
         .workers(workers)
         .chunk_size(1)
         .progress(false)
         .map(0..workers, |i| {
             let g = a.read();
-            std::thread::sleep(Duration::from_millis(1));
             let v = g[i % 64];
             drop(g);
-            // A second guard after the first is gone takes a slot again.
-            v + a.read()[0]
+            arrived.write()[0] += 1;
+            let end = Instant::now() + Duration::from_secs(60);
+            while arrived.read()[0] < workers as u64 {
+                if Instant::now() > end {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // A guard after the first is gone takes a slot again.
+            Some(v + a.read()[0])
         })
         .unwrap();
     assert_eq!(out.len(), workers);
-    assert!(out.iter().enumerate().all(|(i, &v)| v == (i % 64) as u64));
+    let missed = out.iter().filter(|v| v.is_none()).count();
+    assert_eq!(missed, 0, "{missed} workers never saw all {workers} read");
+    assert!(
+        out.iter()
+            .enumerate()
+            .all(|(i, &v)| v == Some((i % 64) as u64))
+    );
     // Every slot is free again: a writer gets in at once, and nobody was "recovered".
     let w = a.write();
     assert!(!w.recovered());
