@@ -330,7 +330,21 @@ pub(crate) fn process_running(pid: Pid) -> bool {
 /// The state letter and the start time (clock ticks after boot, field 22) of `pid`,
 /// from `/proc/<pid>/stat`; `None` when it cannot be read (gone, or no `/proc`).
 pub(crate) fn proc_stat(pid: Pid) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // A /proc mounted for another pid namespace (a process that entered a new one
+    // without mounting its own /proc) would describe another process under this number.
+    if !proc_is_ours() {
+        return None;
+    }
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether `/proc` shows this process's pid namespace: `/proc/self` names our pid.
+fn proc_is_ours() -> bool {
+    std::fs::read_link("/proc/self").is_ok_and(|p| p.as_os_str() == getpid().to_string().as_str())
+}
+
+/// The state letter and start time in the text of a `/proc/<pid>/stat` file.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
     // The fields follow the command name, which is in parentheses and may itself contain
     // spaces or parentheses: field 3 (the state) is the first after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -368,7 +382,11 @@ pub(crate) fn self_identity() -> (Pid, u64) {
         return (PID.load(Ordering::Relaxed), START.load(Ordering::Relaxed));
     }
     let pid = getpid();
-    let start = proc_stat(pid).map_or(0, |(_, start)| start);
+    // `/proc/self` is right even when /proc belongs to another pid namespace.
+    let start = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .map_or(0, |(_, start)| start);
     PID.store(pid, Ordering::Relaxed);
     START.store(start, Ordering::Relaxed);
     GENERATION.store(generation, Ordering::Release);

@@ -61,6 +61,11 @@ impl Holder {
     /// and (when both are known) started at the recorded time.
     fn alive(self) -> bool {
         let pid = self.pid();
+        // Our own pid: this process is the only one that has it now, so the holder is
+        // alive exactly when it is us (a dead process's hold under a pid we were given).
+        if pid == sys::getpid() {
+            return self == Holder::me();
+        }
         if !sys::process_exists(pid) {
             return false;
         }
