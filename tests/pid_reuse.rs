@@ -17,7 +17,9 @@ fn fork() -> i32 {
     // forkmap's own fork is crate-private.
     #[allow(clippy::disallowed_methods)]
     // SAFETY: the children below only touch the shared array, read /proc and _exit.
-    unsafe { libc::fork() }
+    unsafe {
+        libc::fork()
+    }
 }
 
 fn exit(code: i32) -> ! {
