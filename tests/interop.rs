@@ -189,7 +189,11 @@ fn npy_files_numpy_reads_and_writes() {
     );
     let from_numpy = s.0.join("numpy.npy");
     let ints = s.0.join("ints.npy");
-    let out = run_python(&py, &code, &[&path, &mixed_path, &grid_path, &from_numpy, &ints]);
+    let out = run_python(
+        &py,
+        &code,
+        &[&path, &mixed_path, &grid_path, &from_numpy, &ints],
+    );
     let r = rows[7];
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -228,7 +232,9 @@ fn text_files_numpy_loadtxt_reads_back() {
     text::write(&csv, &rows, &Format::delimited(b',').header()).unwrap();
     let csv_format = Format::delimited(b',').header();
     assert_eq!(
-        text::load::<Methylation>(&csv, &csv_format).unwrap().to_vec(),
+        text::load::<Methylation>(&csv, &csv_format)
+            .unwrap()
+            .to_vec(),
         rows
     );
     let Some((py, _)) = python() else { return };
