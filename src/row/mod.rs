@@ -57,11 +57,11 @@
 //! #[repr(C)]
 //! struct Holes { a: u8, b: i32 }
 //! ```
-//! With a field type that is no column (here `char`):
+//! With a field type that is no column (here `[u16; 2]`: `Pod`, but no column kind):
 //! ```compile_fail
 //! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, forkmap::Row)]
 //! #[repr(C)]
-//! struct Chars { a: u32, b: char }
+//! struct Pairs { a: u32, b: [u16; 2] }
 //! ```
 //! With tuple fields, or padding only:
 //! ```compile_fail
