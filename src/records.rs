@@ -1,5 +1,5 @@
 //! The tutorial's rows (`chr pos pct c t`): [`Record`], a `#[derive(forkmap::Row)]` type
-//! like any user's, with the loader and writer of [`text`](crate::text) for its files, and
+//! like any user's, with the loader and writer of [`crate::text`] for its files, and
 //! a generator of sample files.
 //!
 //! The text format is what `np.loadtxt(path, dtype=[('chr', 'S10'), ('pos', '<i4'),
