@@ -24,6 +24,7 @@ const DELIM: u8 = 4;
 pub(super) struct Syntax {
     class: [u8; 256],
     delimited: bool,
+    comment: Option<u8>,
 }
 
 impl Syntax {
@@ -48,6 +49,7 @@ impl Syntax {
         Syntax {
             class,
             delimited: format.delimiter.is_some(),
+            comment: format.comments,
         }
     }
 
@@ -67,9 +69,7 @@ impl Syntax {
                     return i;
                 }
                 let start = i;
-                while i < n && class[block[i] as usize] == TOKEN {
-                    i += 1;
-                }
+                i = self.token_end(block, i + 1);
                 spans.push((start, i));
             }
         }
@@ -101,6 +101,43 @@ impl Syntax {
                 return i;
             }
         }
+    }
+
+    /// Where the token that continues at `block[i..]` ends (in a whitespace format): eight
+    /// bytes at a time while none of them can end it, then byte by byte. A byte can end
+    /// a token only if it is at most `b' '` or the comment mark; the lowest byte flagged
+    /// by the word tests below is exact (a borrow only carries to higher bytes), and the
+    /// class table decides for that byte.
+    #[inline(always)]
+    pub(super) fn token_end(&self, block: &[u8], mut i: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let n = block.len();
+        let class = &self.class;
+        let mark = ONES * u64::from(self.comment.unwrap_or(b' '));
+        while let Some(bytes) = block.get(i..i + 8) {
+            let word = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+            // Bytes below 0x21, and bytes equal to the comment mark.
+            let low = word.wrapping_sub(ONES * 0x21) & !word & HIGH;
+            let same = word ^ mark;
+            let marked = same.wrapping_sub(ONES) & !same & HIGH;
+            let flagged = low | marked;
+            if flagged == 0 {
+                i += 8;
+                continue;
+            }
+            let j = i + (flagged.trailing_zeros() / 8) as usize;
+            if class[block[j] as usize] != TOKEN {
+                return j;
+            }
+            // A control byte inside the token: go on byte by byte from there.
+            i = j + 1;
+            break;
+        }
+        while i < n && class[block[i] as usize] == TOKEN {
+            i += 1;
+        }
+        i
     }
 
     /// Splits a header line into names: a leading comment mark is dropped (so

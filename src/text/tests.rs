@@ -307,3 +307,42 @@ fn garbage_is_an_error_never_a_panic() {
         }
     }
 }
+
+#[test]
+fn the_word_at_a_time_token_scan_agrees_with_the_class_table() {
+    let mut rng = fastrand::Rng::with_seed(31);
+    let alphabet = b"abcdefgh0123456789.-\x00\x01\x1f\x7f\x80\xff !#\t\r\n\x0b\x0c";
+    for format in [
+        Format::whitespace(),
+        Format::whitespace().no_comments(),
+        Format::whitespace().comments(b'a'),
+    ] {
+        let syntax = read::Syntax::new(&format);
+        let ends = |b: u8| {
+            matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c) || Some(b) == format.comments
+        };
+        for _ in 0..20_000 {
+            let len = rng.usize(1..40);
+            // Mostly token bytes, so that runs longer than a word occur.
+            let block: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.u8(..) < 200 {
+                        alphabet[rng.usize(..10)]
+                    } else {
+                        alphabet[rng.usize(..alphabet.len())]
+                    }
+                })
+                .collect();
+            let start = rng.usize(..len);
+            let want = (start..len).find(|&k| ends(block[k])).unwrap_or(len);
+            let want = want.max(start);
+            let got = syntax.token_end(&block, start);
+            // token_end is called past a token byte: where `start` itself ends a token,
+            // compare from the next byte.
+            if start < len && ends(block[start]) {
+                continue;
+            }
+            assert_eq!(got, want, "{block:?} from {start}");
+        }
+    }
+}
