@@ -21,8 +21,9 @@ use crate::error::Error;
 /// Coordinator to worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Order {
-    /// Run the tasks at these positions of `indices`, in order.
-    Run(Range<usize>),
+    /// Run the tasks at these positions of `indices`, in order, claiming each through
+    /// the worker's gate: `seq` numbers the worker's chunks from 1.
+    Run { seq: u64, range: Range<usize> },
     /// No more work: leave.
     Stop,
 }

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The derive's expansions name `::forkmap::...`, in this crate's tests and examples too.
 extern crate self as forkmap;
@@ -14,6 +15,7 @@ mod sys;
 mod worker;
 
 #[cfg(feature = "hdf5")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hdf5")))]
 pub mod h5;
 pub mod npy;
 pub mod records;
@@ -26,6 +28,10 @@ pub use forkmap_derive::Row;
 pub use pool::Pool;
 pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
 
+/// Re-exported: `SharedArray` elements are `bytemuck::Pod` (derive it on your own rows).
+pub use bytemuck;
+/// Re-exported: [`Pool::progress_bar`] takes an `indicatif::ProgressBar`.
+pub use indicatif;
 /// Re-exported so callers can name the element types and views without a version clash.
 pub use ndarray;
 

@@ -10,6 +10,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::Serialize;
 
 use crate::ipc::{self, BatchRef, Body, Bytes, Envelope, Order, Outcome};
+use crate::schedule::Gate;
 use crate::shm::{Board, handoff};
 use crate::sys;
 
@@ -95,11 +96,18 @@ impl<F> Worker<'_, F> {
         R: Serialize,
     {
         let slot = self.board.slot(self.id);
-        while let Ok(Order::Run(chunk)) = self.orders.recv() {
-            let start = chunk.start;
+        let gate = Gate(&slot.gate);
+        while let Ok(Order::Run { seq, range }) = self.orders.recv() {
+            // The coordinator may have taken the chunk back, or take back its unclaimed
+            // end while it runs: each position is claimed through the gate first.
+            if !gate.open(seq, range.len()) {
+                continue;
+            }
+            let start = range.start;
             let began = sys::monotonic_ns();
-            let mut outcomes = Vec::with_capacity(chunk.len());
-            for pos in chunk {
+            let mut outcomes = Vec::with_capacity(range.len());
+            while let Some(offset) = gate.claim(seq) {
+                let pos = start + offset;
                 slot.started_ns
                     .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
                 slot.current.store(pos as u64 + 1, Ordering::Release);
@@ -121,6 +129,10 @@ impl<F> Worker<'_, F> {
                 slot.done.fetch_add(1, Ordering::Release);
             }
             slot.current.store(0, Ordering::Release);
+            if outcomes.is_empty() {
+                // All of it was taken back before the first claim: nothing to report.
+                continue;
+            }
             let busy_ns = sys::monotonic_ns().saturating_sub(began);
             if !self.send(start, outcomes, busy_ns) {
                 // The coordinator is gone: nothing left to do.

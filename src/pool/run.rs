@@ -1,8 +1,7 @@
 //! The coordinator's event loop for one `map` call: fork, hand out chunks, collect
 //! batches, detect dead and overdue workers, replace them, re-run what they held.
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, ExitKind};
 use crate::ipc::{self, Batch, Body, Envelope, Order, Outcome};
 use crate::progress::Progress;
-use crate::schedule::{IN_FLIGHT, Scheduler};
+use crate::schedule::{Gates, Scheduler};
 use crate::shm::{Board, handoff};
 use crate::sys::{self, Forked, Pid};
 use crate::worker::Worker;
@@ -51,7 +50,6 @@ struct Member {
     orders: Option<IpcSender<Order>>,
     /// The coordinator's end of the worker's descriptor socket (shared arrays in results).
     fds: Option<OwnedFd>,
-    in_flight: VecDeque<Range<usize>>,
     exit: Option<ExitKind>,
     /// Tasks of this slot whose results arrived (progress is reset to it on a death).
     acked: u64,
@@ -145,6 +143,7 @@ where
         self.next_incarnation += 1;
         let slot = self.board.slot(w);
         slot.current.store(0, Ordering::Release);
+        self.board.gate(w).reset();
         // Process-wide lazy state the child relies on must be complete before the fork
         // (another thread may be initialising it right now; see `ipc::prepare_fork`).
         ipc::prepare_fork();
@@ -179,7 +178,6 @@ where
                     incarnation,
                     orders: Some(tx),
                     fds: Some(fd_coordinator),
-                    in_flight: VecDeque::new(),
                     exit: None,
                     acked: 0,
                     overdue: None,
@@ -195,23 +193,21 @@ where
         }
     }
 
-    /// Tops worker `w` up to `IN_FLIGHT` chunks.
+    /// Tops worker `w` up to its chunks in flight, stealing for it when it is idle (which
+    /// may send the victim a chunk too).
     fn refill(&mut self, w: usize) {
-        while self.crew[w].exit.is_none() && self.crew[w].in_flight.len() < IN_FLIGHT {
-            let Some(chunk) = self.sched.next_chunk(w) else {
-                break;
+        if self.crew[w].exit.is_some() {
+            return;
+        }
+        for (v, chunk) in self.sched.fill(w, self.board) {
+            let order = Order::Run {
+                seq: chunk.seq,
+                range: chunk.range,
             };
-            let sent = self.crew[w]
-                .orders
-                .as_ref()
-                .map(|tx| tx.send(Order::Run(chunk.clone())));
-            match sent {
-                Some(Ok(())) => self.crew[w].in_flight.push_back(chunk),
-                // The worker is gone; its death is handled when it is reaped.
-                _ => {
-                    self.sched.requeue(chunk);
-                    break;
-                }
+            // A worker that cannot be sent to is gone: what it holds is given back when
+            // it is reaped (`bury`), this chunk with the rest.
+            if let Some(tx) = &self.crew[v].orders {
+                let _ = tx.send(order);
             }
         }
     }
@@ -338,23 +334,12 @@ where
 
     /// Checks that `start..start + n` is the front of `worker`'s oldest chunk and removes it.
     fn take_front(&mut self, worker: usize, start: usize, n: usize) -> Result<(), Error> {
-        let queue = &mut self.crew[worker].in_flight;
-        match queue.front_mut() {
-            Some(front) if front.start == start && n <= front.len() => {
-                front.start += n;
-                if front.start >= front.end {
-                    queue.pop_front();
-                }
-                Ok(())
-            }
-            front => Err(Error::Channel {
+        self.sched
+            .complete(worker, start, n)
+            .map_err(|message| Error::Channel {
                 worker: Some(worker),
-                message: format!(
-                    "unexpected results for positions {start}..{} (expected the front of {front:?})",
-                    start + n
-                ),
-            }),
-        }
+                message,
+            })
     }
 
     /// Records the outcome of one position; in fail-fast mode an error ends the call.
@@ -444,8 +429,7 @@ where
         slot.done.store(m.acked, Ordering::Release);
         let running = slot.current.swap(0, Ordering::AcqRel);
         let overdue = m.overdue.take();
-        let held: Vec<Range<usize>> = m.in_flight.drain(..).collect();
-        self.sched.retire(w);
+        let held = self.sched.surrender(w);
         if held.is_empty() && overdue.is_none() {
             // It died idle (or after its last batch): nothing was lost.
             return self.replace(w);

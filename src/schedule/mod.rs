@@ -1,16 +1,44 @@
-//! Which positions go to which worker next: per-worker contiguous ranges, adaptive chunk
-//! sizes, stealing the back half of the largest range, and re-queued positions of dead
-//! workers. Pure bookkeeping, no I/O: see `README.md` beside this file for the protocol.
+//! Which positions go to which worker next: per-worker contiguous ranges, probing then
+//! adaptive chunk sizes, stealing from ranges and from what other workers hold but have
+//! not started, re-queued positions of dead workers. Pure bookkeeping over the workers'
+//! gates (one shared word each, see `gate.rs`), no I/O: see `README.md` beside this file
+//! for the protocol and the scheduling contract.
+
+mod gate;
+#[cfg(test)]
+mod sim;
 
 use std::collections::VecDeque;
 use std::ops::Range;
 
+pub(crate) use gate::Gate;
+use gate::MAX_CHUNK;
+
 /// How many chunks each worker holds at once (one running, one queued behind it).
 pub(crate) const IN_FLIGHT: usize = 2;
-/// Adaptive chunks take this fraction of the worker's remaining range.
+/// Adaptive chunks take at most this fraction of the worker's remaining range.
 const SPLIT: usize = 4;
-/// Adaptive chunks aim to hold at least this much work once task cost is known.
-const MIN_CHUNK_NS: u64 = 200_000;
+/// Adaptive chunks aim to hold at least this much work once task cost is known (times a
+/// factor for many workers, so the coordinator is never the bottleneck).
+const MIN_CHUNK_NS: f64 = 200_000.0;
+/// ... and at most this much, so results travel in batches of bounded size and time.
+const MAX_CHUNK_NS: f64 = 50_000_000.0;
+/// How many times a steal from a worker's gate is retried when the worker races it.
+const STEAL_TRIES: usize = 8;
+
+/// The gates of all workers, as the scheduler reads and changes them.
+pub(crate) trait Gates {
+    /// The gate of worker `w`.
+    fn gate(&self, w: usize) -> Gate<'_>;
+}
+
+/// A chunk handed to a worker: its sequence number (per worker process, from 1) and the
+/// positions it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub(crate) seq: u64,
+    pub(crate) range: Range<usize>,
+}
 
 /// The scheduler's state for one `map` call.
 #[derive(Debug)]
@@ -19,9 +47,18 @@ pub(crate) struct Scheduler {
     ranges: Vec<Range<usize>>,
     /// Positions given back (their worker died); handed out before anything else.
     requeued: VecDeque<Range<usize>>,
+    /// Positions below the limit that are in no worker's range yet (see `extend_to`).
+    unassigned: Range<usize>,
+    /// The chunks sent to each worker and not yet answered, in the order sent.
+    held: Vec<VecDeque<Chunk>>,
+    /// Sequence number of the next chunk for each worker.
+    next_seq: Vec<u64>,
+    /// Chunks handed to each worker process so far (probes double while cost is unknown).
+    handed: Vec<u32>,
     fixed: Option<usize>,
-    /// Smallest adaptive chunk, from the measured task cost.
+    /// Smallest and largest adaptive chunk, from the measured task cost.
     min_chunk: usize,
+    max_chunk: usize,
     /// Exponentially weighted task cost in nanoseconds (0 = unknown).
     task_ns: f64,
 }
@@ -36,8 +73,13 @@ impl Scheduler {
         Scheduler {
             ranges,
             requeued: VecDeque::new(),
-            fixed: chunk_size.map(|c| c.max(1)),
+            unassigned: n..n,
+            held: vec![VecDeque::new(); workers],
+            next_seq: vec![1; workers],
+            handed: vec![0; workers],
+            fixed: chunk_size.map(|c| c.clamp(1, MAX_CHUNK)),
             min_chunk: 1,
+            max_chunk: MAX_CHUNK,
             task_ns: 0.0,
         }
     }
@@ -46,42 +88,222 @@ impl Scheduler {
     pub(crate) fn unsent(&self) -> usize {
         self.ranges.iter().map(|r| r.len()).sum::<usize>()
             + self.requeued.iter().map(|r| r.len()).sum::<usize>()
+            + self.unassigned.len()
     }
 
-    /// The next chunk for `worker`: re-queued positions first, then the front of its own
-    /// range, and when that is empty, the back half of the largest other range, stolen.
-    pub(crate) fn next_chunk(&mut self, worker: usize) -> Option<Range<usize>> {
-        if let Some(r) = self.requeued.pop_front() {
-            let take = self.chunk_len(r.len());
-            if take < r.len() {
-                self.requeued.push_front(r.start + take..r.end);
-            }
-            return Some(r.start..r.start + take);
+    /// The first position not yet available to hand out: `n` of [`new`](Scheduler::new),
+    /// raised by [`extend_to`](Scheduler::extend_to).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "streaming calls (imap) build on it next; tested now"
+        )
+    )]
+    pub(crate) fn limit(&self) -> usize {
+        self.unassigned.end
+    }
+
+    /// Makes positions up to `limit` available: a streaming call raises it as the consumer
+    /// takes results (no chunk is ever handed out at or past the limit), a distributed one
+    /// as blocks arrive. The new positions go to workers whose range runs dry, a share at a
+    /// time; the caller then calls [`fill`](Scheduler::fill) for its idle workers.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "streaming calls (imap) build on it next; tested now"
+        )
+    )]
+    pub(crate) fn extend_to(&mut self, limit: usize) {
+        if limit > self.unassigned.end {
+            self.unassigned.end = limit;
         }
-        if self.ranges[worker].is_empty() {
-            let victim = (0..self.ranges.len())
-                .filter(|&v| v != worker)
-                .max_by_key(|&v| self.ranges[v].len())?;
-            let r = self.ranges[victim].clone();
-            if r.is_empty() {
+    }
+
+    /// The chunks worker `w` holds (sent, not answered), oldest first.
+    #[cfg(test)]
+    pub(crate) fn held(&self, w: usize) -> &VecDeque<Chunk> {
+        &self.held[w]
+    }
+
+    /// Tops worker `w` up to [`IN_FLIGHT`] chunks and returns what to send, to whom, in
+    /// order. A worker holding a chunk is topped up only from re-queued positions, its own
+    /// range and positions nobody owns yet; a worker holding nothing also steals: the back half of the largest
+    /// unsent range, else the back half of what another worker holds and has not started
+    /// (which may give that worker a chunk too).
+    pub(crate) fn fill(&mut self, w: usize, gates: &impl Gates) -> Vec<(usize, Chunk)> {
+        let mut out = Vec::new();
+        while self.held[w].len() < IN_FLIGHT {
+            if !self.requeued.is_empty() {
+                let r = self.requeued.pop_front().unwrap_or(0..0);
+                let take = self.chunk_len(w, r.len());
+                if take < r.len() {
+                    self.requeued.push_front(r.start + take..r.end);
+                }
+                out.push((w, self.hand(w, r.start..r.start + take)));
+                continue;
+            }
+            if self.ranges[w].is_empty() && !self.unassigned.is_empty() {
+                // A share of what nobody owns yet: no other worker is deprived of anything.
+                let share = self.unassigned.len().div_ceil(self.ranges.len());
+                let start = self.unassigned.start;
+                self.unassigned.start += share;
+                self.ranges[w] = start..start + share;
+            }
+            if self.ranges[w].is_empty() {
+                if !self.held[w].is_empty() {
+                    break;
+                }
+                if !self.steal_range(w) {
+                    match self.steal_held(w, gates) {
+                        None => break,
+                        // The victim's queued chunk was split: it gets its front half back.
+                        Some(Some(v)) => {
+                            let r = self.ranges[v].clone();
+                            let take = self.chunk_len(v, r.len());
+                            self.ranges[v] = r.start + take..r.end;
+                            out.push((v, self.hand(v, r.start..r.start + take)));
+                        }
+                        Some(None) => {}
+                    }
+                }
+            }
+            let r = self.ranges[w].clone();
+            let take = self.chunk_len(w, r.len());
+            self.ranges[w] = r.start + take..r.end;
+            out.push((w, self.hand(w, r.start..r.start + take)));
+        }
+        out
+    }
+
+    /// Records `range` as sent to `w` and gives it its sequence number.
+    fn hand(&mut self, w: usize, range: Range<usize>) -> Chunk {
+        let chunk = Chunk {
+            seq: self.next_seq[w],
+            range,
+        };
+        self.next_seq[w] += 1;
+        self.handed[w] = self.handed[w].saturating_add(1);
+        self.held[w].push_back(chunk.clone());
+        chunk
+    }
+
+    /// Moves the back half of the largest unsent range to `thief`'s (empty) range.
+    fn steal_range(&mut self, thief: usize) -> bool {
+        let Some(victim) = (0..self.ranges.len())
+            .filter(|&v| v != thief)
+            .max_by_key(|&v| self.ranges[v].len())
+        else {
+            return false;
+        };
+        let r = self.ranges[victim].clone();
+        if r.is_empty() {
+            return false;
+        }
+        let mid = r.end - r.len().div_ceil(2);
+        self.ranges[victim] = r.start..mid;
+        self.ranges[thief] = mid..r.end;
+        true
+    }
+
+    /// Takes back half of the positions another worker holds and has not started, into
+    /// `thief`'s (empty) range: the chunks it has not opened (the front half of a single
+    /// one goes back to its range, to be re-sent), else the unclaimed back half of the
+    /// chunk it runs. `None` when there is nothing to take; else the victim, when it has a
+    /// range again and room for a chunk.
+    fn steal_held(&mut self, thief: usize, gates: &impl Gates) -> Option<Option<usize>> {
+        for _ in 0..STEAL_TRIES {
+            let unstarted = |v: usize| {
+                let word = gates.gate(v).load();
+                self.held[v]
+                    .iter()
+                    .map(|c| word.unclaimed(c.seq, c.range.len()))
+                    .sum::<usize>()
+            };
+            let (victim, most) = (0..self.held.len())
+                .filter(|&v| v != thief)
+                .map(|v| (v, unstarted(v)))
+                .max_by_key(|&(_, n)| n)?;
+            if most == 0 {
                 return None;
             }
-            let mid = r.end - r.len().div_ceil(2);
-            self.ranges[victim] = r.start..mid;
-            self.ranges[worker] = mid..r.end;
+            let gate = gates.gate(victim);
+            let word = gate.load();
+            let queue = &mut self.held[victim];
+            let first_unopened = queue.iter().position(|c| word.ahead(c.seq) > 0);
+            if let Some(k) = first_unopened {
+                let (first, last) = (queue[k].seq, queue.back().map_or(0, |c| c.seq));
+                if !gate.close(first, last) {
+                    // The worker opened it meanwhile (or too many are skipped): look again.
+                    continue;
+                }
+                let mut closed: Vec<Range<usize>> = queue.drain(k..).map(|c| c.range).collect();
+                let last_range = closed.pop().unwrap_or(0..0);
+                for r in closed.into_iter().rev() {
+                    self.requeued.push_front(r);
+                }
+                let mid = last_range.end - last_range.len().div_ceil(2);
+                self.ranges[thief] = mid..last_range.end;
+                if mid == last_range.start {
+                    return Some(None);
+                }
+                if self.ranges[victim].is_empty() {
+                    self.ranges[victim] = last_range.start..mid;
+                    return Some((self.held[victim].len() < IN_FLIGHT).then_some(victim));
+                }
+                self.requeued.push_front(last_range.start..mid);
+                return Some(None);
+            }
+            let Some(open) = queue.iter().position(|c| word.ahead(c.seq) == 0) else {
+                continue;
+            };
+            let chunk = &mut queue[open];
+            let Some(taken) = gate.split(chunk.seq) else {
+                continue;
+            };
+            let start = chunk.range.start;
+            chunk.range.end = start + taken.start;
+            if chunk.range.is_empty() {
+                // The worker claimed none of it: it sends no batch for this chunk.
+                queue.remove(open);
+            }
+            self.ranges[thief] = start + taken.start..start + taken.end;
+            return Some(None);
         }
-        let r = self.ranges[worker].clone();
-        let take = self.chunk_len(r.len());
-        self.ranges[worker] = r.start + take..r.end;
-        Some(r.start..r.start + take)
+        None
     }
 
-    fn chunk_len(&self, available: usize) -> usize {
-        let want = match self.fixed {
-            Some(c) => c,
-            None => available.div_ceil(SPLIT).max(self.min_chunk),
+    fn chunk_len(&self, w: usize, available: usize) -> usize {
+        let want = match (self.fixed, self.task_ns) {
+            (Some(c), _) => c,
+            // Cost unknown: probe with 1, 2, 4, ... tasks until a batch is measured.
+            (None, 0.0) => 1usize << self.handed[w].min(16),
+            (None, _) => available
+                .div_ceil(SPLIT)
+                .clamp(self.min_chunk, self.max_chunk),
         };
-        want.clamp(1, available.max(1))
+        want.clamp(1, available.clamp(1, MAX_CHUNK))
+    }
+
+    /// Checks that a batch for `start..start + n` from `w` is the front of its oldest
+    /// chunk and removes those positions from what it holds.
+    pub(crate) fn complete(&mut self, w: usize, start: usize, n: usize) -> Result<(), String> {
+        let queue = &mut self.held[w];
+        match queue.front_mut() {
+            Some(front) if front.range.start == start && n <= front.range.len() => {
+                front.range.start += n;
+                if front.range.is_empty() {
+                    queue.pop_front();
+                }
+                Ok(())
+            }
+            front => Err(format!(
+                "unexpected results for positions {start}..{} (expected the front of {:?})",
+                start + n,
+                front.map(|c| &c.range)
+            )),
+        }
     }
 
     /// Gives positions back, for example the unfinished chunks of a worker that died.
@@ -91,135 +313,35 @@ impl Scheduler {
         }
     }
 
-    /// A worker is gone for good: what it owned and had not been sent goes back.
-    pub(crate) fn retire(&mut self, worker: usize) {
-        let r = std::mem::replace(&mut self.ranges[worker], 0..0);
+    /// Worker `w`'s process is gone: its unsent range is re-queued and the chunks it held
+    /// are returned (for the caller to re-queue, less any task to blame). A replacement
+    /// starts afresh (sequence numbers from 1, probing chunks), with a reset gate.
+    pub(crate) fn surrender(&mut self, w: usize) -> Vec<Range<usize>> {
+        let r = std::mem::replace(&mut self.ranges[w], 0..0);
         self.requeue(r);
+        self.next_seq[w] = 1;
+        self.handed[w] = 0;
+        self.held[w].drain(..).map(|c| c.range).collect()
     }
 
     /// Records that `tasks` tasks took `busy_ns` nanoseconds in a worker, which sets the
-    /// smallest adaptive chunk so that a chunk is worth its round trip.
+    /// smallest and largest adaptive chunk so that a chunk is worth its round trip.
     pub(crate) fn observe(&mut self, tasks: usize, busy_ns: u64) {
         if tasks == 0 {
             return;
         }
-        let per_task = busy_ns as f64 / tasks as f64;
+        let per_task = (busy_ns as f64 / tasks as f64).max(1.0);
         self.task_ns = if self.task_ns == 0.0 {
             per_task
         } else {
             0.7 * self.task_ns + 0.3 * per_task
         };
-        self.min_chunk =
-            ((MIN_CHUNK_NS as f64 / self.task_ns.max(1.0)).ceil() as usize).clamp(1, 1 << 16);
+        // Many workers answer more often: keep the coordinator's message rate bounded.
+        let crowd = self.ranges.len().div_ceil(8) as f64;
+        self.min_chunk = ((MIN_CHUNK_NS * crowd / self.task_ns).ceil() as usize).clamp(1, 1 << 16);
+        self.max_chunk = ((MAX_CHUNK_NS / self.task_ns) as usize).clamp(self.min_chunk, MAX_CHUNK);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Plays a random interleaving of completions, deaths and steals, and checks that
-    /// every position is handed out exactly once (re-queued ones once more per death).
-    fn play(n: usize, workers: usize, chunk: Option<usize>, script: &[(u8, u8)]) {
-        let mut s = Scheduler::new(n, workers, chunk);
-        let mut held: Vec<VecDeque<Range<usize>>> = vec![VecDeque::new(); workers];
-        let mut finished = vec![0u32; n];
-        let mut alive = vec![true; workers];
-        let mut steps = script.iter().cycle();
-        let mut guard = 0;
-        loop {
-            guard += 1;
-            assert!(guard < 100 * n + 10_000, "scheduler did not make progress");
-            for w in 0..workers {
-                while alive[w] && held[w].len() < IN_FLIGHT {
-                    match s.next_chunk(w) {
-                        Some(c) => {
-                            assert!(!c.is_empty() && c.end <= n);
-                            held[w].push_back(c);
-                        }
-                        None => break,
-                    }
-                }
-            }
-            if held.iter().all(|h| h.is_empty()) {
-                break;
-            }
-            let &(pick, action) = steps.next().unwrap();
-            let w = (0..workers)
-                .map(|k| (pick as usize + k) % workers)
-                .find(|&w| !held[w].is_empty())
-                .unwrap();
-            if action % 11 == 0 && alive.iter().filter(|&&a| a).count() > 1 {
-                // The worker dies: its chunks come back.
-                alive[w] = false;
-                for c in held[w].drain(..) {
-                    s.requeue(c);
-                }
-                s.retire(w);
-            } else {
-                let c = held[w].pop_front().unwrap();
-                s.observe(c.len(), c.len() as u64 * (action as u64 * 1000));
-                for p in c {
-                    finished[p] += 1;
-                }
-            }
-        }
-        assert_eq!(s.unsent(), 0);
-        assert!(
-            finished.iter().all(|&f| f == 1),
-            "a position ran a number of times other than once"
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn every_position_runs_exactly_once(
-            n in 0usize..3000,
-            workers in 1usize..9,
-            chunk in proptest::option::of(1usize..50),
-            script in proptest::collection::vec((any::<u8>(), any::<u8>()), 1..64),
-        ) {
-            play(n, workers, chunk, &script);
-        }
-    }
-
-    #[test]
-    fn ranges_are_contiguous_and_cover_everything() {
-        let s = Scheduler::new(10, 3, None);
-        assert_eq!(s.ranges, vec![0..3, 3..6, 6..10]);
-        assert_eq!(s.unsent(), 10);
-    }
-
-    #[test]
-    fn adaptive_chunks_shrink_then_a_thief_takes_the_back_half() {
-        let mut s = Scheduler::new(1000, 2, None);
-        let first = s.next_chunk(0).unwrap();
-        assert_eq!(first, 0..125);
-        let second = s.next_chunk(0).unwrap();
-        assert!(second.len() < first.len());
-        // Worker 1 empties its own range, then steals from worker 0's back half.
-        while !s.ranges[1].is_empty() {
-            s.next_chunk(1).unwrap();
-        }
-        let before = s.ranges[0].clone();
-        let stolen = s.next_chunk(1).unwrap();
-        assert_eq!(s.ranges[0].start, before.start);
-        assert!(s.ranges[0].end < before.end && stolen.start >= s.ranges[0].end);
-    }
-
-    #[test]
-    fn fixed_chunk_size_is_kept() {
-        let mut s = Scheduler::new(10, 2, Some(3));
-        assert_eq!(s.next_chunk(0), Some(0..3));
-        assert_eq!(s.next_chunk(0), Some(3..5));
-        assert_eq!(s.next_chunk(1), Some(5..8));
-    }
-
-    #[test]
-    fn cheap_tasks_raise_the_smallest_chunk() {
-        let mut s = Scheduler::new(1_000_000, 2, None);
-        s.observe(1000, 1_000_000); // 1 us per task
-        assert_eq!(s.min_chunk, 200);
-    }
-}
+mod tests;

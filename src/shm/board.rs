@@ -19,6 +19,9 @@ pub(crate) struct WorkerSlot {
     pub(crate) current: AtomicU64,
     /// `sys::monotonic_coarse_ns()` when the current task started.
     pub(crate) started_ns: AtomicU64,
+    /// The worker's gate: which positions of its chunks it has claimed and which the
+    /// coordinator took back (see `schedule/gate.rs`).
+    pub(crate) gate: AtomicU64,
 }
 
 /// The board: a memfd mapped shared, inherited by every worker forked after it.
@@ -71,5 +74,11 @@ impl Board {
         (0..self.slots)
             .map(|i| self.slot(i).done.load(std::sync::atomic::Ordering::Relaxed))
             .sum()
+    }
+}
+
+impl crate::schedule::Gates for Board {
+    fn gate(&self, w: usize) -> crate::schedule::Gate<'_> {
+        crate::schedule::Gate(&self.slot(w).gate)
     }
 }
