@@ -52,7 +52,7 @@ mod read;
 mod write;
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Seek};
 use std::path::Path;
 
 use ndarray::{Array1, Ix1};
@@ -276,12 +276,13 @@ pub fn load<T: Row>(path: impl AsRef<Path>, format: &Format) -> Result<Array1<T>
 }
 
 /// Loads a text file of rows `T` in `format` into a new [`SharedArray`]: use it in a
-/// worker to hand a file's rows to other processes. The rows are parsed into private
-/// memory, then copied into the segment once their count is known (a memory copy costs
-/// less than a second pass over the text; the private copy is freed on return).
+/// worker to hand a file's rows to other processes. A first pass counts the rows (a
+/// vectorised scan, no parsing), a second parses them straight into the segment: no
+/// private copy, and the memory is the array plus one block.
 ///
 /// # Errors
-/// As [`load`]; also [`Error::Shm`] when the shared memory cannot be made.
+/// As [`load`]; also [`Error::Shm`] when the shared memory cannot be made, and
+/// [`Error::Parse`] when the file changes between the two passes.
 ///
 /// # Examples
 /// ```no_run
@@ -297,13 +298,49 @@ pub fn load_shared<T: Row>(
     path: impl AsRef<Path>,
     format: &Format,
 ) -> Result<SharedArray<T, Ix1>, Error> {
-    let rows = load::<T>(path, format)?;
-    let shared = SharedArray::<T, Ix1>::zeros(rows.len())?;
-    shared
-        .write()
-        .as_slice_mut()
-        .expect("a new one-dimensional array is contiguous")
-        .copy_from_slice(rows.as_slice().expect("a new array is contiguous"));
+    let path = path.as_ref();
+    let mut counter = read::Parser::new::<T>(path, format)?;
+    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+    read::for_each_block(path, &mut file, format.max_line, |block, line| {
+        counter.count_block::<T>(block, line)
+    })?;
+    let count = counter.counted();
+    let shared = SharedArray::<T, Ix1>::zeros(count)?;
+    {
+        let mut guard = shared.write();
+        let out = guard
+            .as_slice_mut()
+            .expect("a new one-dimensional array is contiguous");
+        let mut parser = read::Parser::new::<T>(path, format)?;
+        file.rewind().map_err(|e| io_error(path, e))?;
+        let (mut filled, mut last_line) = (0usize, 1);
+        read::for_each_block(path, &mut file, format.max_line, |block, line| {
+            last_line = line;
+            let more = parser.parse_block::<T>(block, line, |row| {
+                if let Some(slot) = out.get_mut(filled) {
+                    *slot = row;
+                }
+                filled += 1;
+            })?;
+            Ok(more && filled <= count)
+        })?;
+        if filled != count {
+            return Err(Error::Parse {
+                path: path.to_path_buf(),
+                line: last_line,
+                column: 1,
+                message: format!(
+                    "the file changed while it was being read: the first pass counted {count} \
+                     rows, the second found {}",
+                    if filled > count {
+                        "more".to_string()
+                    } else {
+                        filled.to_string()
+                    }
+                ),
+            });
+        }
+    }
     Ok(shared)
 }
 

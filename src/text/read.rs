@@ -140,6 +140,39 @@ impl Syntax {
         i
     }
 
+    /// How many lines of `block` hold a row: anything but blanks before the newline or a
+    /// comment (what [`tokenize`](Self::tokenize) finds fields in).
+    fn count_rows(&self, block: &[u8]) -> usize {
+        let Some(&first) = block.first() else {
+            return 0;
+        };
+        let class = &self.class;
+        // Fast path, in a form the compiler vectorises: when no line starts with a blank,
+        // a control byte, the comment mark or a delimiter, every line is a row.
+        let doubtful = |b: u8| b <= b' ' || class[b as usize] != TOKEN;
+        let doubtful_starts = usize::from(doubtful(first))
+            + count_pairs(block, |prev, b| prev == b'\n' && doubtful(b));
+        if doubtful_starts == 0 {
+            return 1 + count_newlines(&block[..block.len() - 1]);
+        }
+        let n = block.len();
+        let mut rows = 0;
+        let mut i = 0;
+        while i < n {
+            while i < n && class[block[i] as usize] == BLANK {
+                i += 1;
+            }
+            if i < n && !matches!(class[block[i] as usize], NEWLINE | COMMENT) {
+                rows += 1;
+            }
+            match block[i..].iter().position(|&b| b == b'\n') {
+                Some(nl) => i += nl + 1,
+                None => break,
+            }
+        }
+        rows
+    }
+
     /// Splits a header line into names: a leading comment mark is dropped (so
     /// `# chr pos pct` names columns), then the line splits like a row.
     fn header(&self, line: &[u8], comments: Option<u8>) -> Vec<String> {
@@ -229,6 +262,22 @@ pub(super) fn count_newlines(bytes: &[u8]) -> usize {
         .sum()
 }
 
+/// How many neighbouring byte pairs `(bytes[i], bytes[i + 1])` satisfy `pred`.
+#[inline]
+fn count_pairs(bytes: &[u8], pred: impl Fn(u8, u8) -> bool) -> usize {
+    if bytes.len() < 2 {
+        return 0;
+    }
+    let (prev, next) = (&bytes[..bytes.len() - 1], &bytes[1..]);
+    prev.chunks(255)
+        .zip(next.chunks(255))
+        .map(|(p, q)| {
+            let n: u8 = p.iter().zip(q).map(|(&a, &b)| u8::from(pred(a, b))).sum();
+            usize::from(n)
+        })
+        .sum()
+}
+
 /// The parsing state of one file: lines still to skip, the header, the column plan, the
 /// rows still wanted.
 pub(super) struct Parser<'a> {
@@ -242,6 +291,7 @@ pub(super) struct Parser<'a> {
     /// Columns a line must have at least (with a plan) or exactly (without).
     needed: usize,
     rows_left: usize,
+    counted: usize,
     first_line: bool,
     spans: Vec<(usize, usize)>,
     picked: Vec<(usize, usize)>,
@@ -275,6 +325,7 @@ impl<'a> Parser<'a> {
             plan,
             needed,
             rows_left: format.max_rows.unwrap_or(usize::MAX),
+            counted: 0,
             first_line: true,
             spans: Vec::with_capacity(fields.max(8)),
             picked: Vec::with_capacity(fields),
@@ -326,14 +377,9 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// Parses the rows of `block`, whose first line is number `line`, handing each to
-    /// `emit`. Returns `false` once `max_rows` rows were read.
-    pub(super) fn parse_block<T: Row>(
-        &mut self,
-        block: &[u8],
-        mut line: usize,
-        mut emit: impl FnMut(T),
-    ) -> Result<bool, Error> {
+    /// Skips a byte order mark, the lines to skip and the header at the start of the
+    /// file; returns where the rows of `block` start and that line's number.
+    fn prelude<T: Row>(&mut self, block: &[u8], mut line: usize) -> Result<(usize, usize), Error> {
         let n = block.len();
         let mut i = 0;
         if self.first_line {
@@ -356,6 +402,36 @@ impl<'a> Parser<'a> {
             i = end;
             line += 1;
         }
+        Ok((i, line))
+    }
+
+    /// Counts the rows of `block` (lines with anything but blanks before a comment)
+    /// without parsing them, adding them to [`counted`](Self::counted). Returns `false`
+    /// once `max_rows` rows were counted.
+    pub(super) fn count_block<T: Row>(&mut self, block: &[u8], line: usize) -> Result<bool, Error> {
+        let (i, _) = self.prelude::<T>(block, line)?;
+        let rows = self.syntax.count_rows(&block[i..]).min(self.rows_left);
+        self.rows_left -= rows;
+        self.counted += rows;
+        Ok(self.rows_left > 0)
+    }
+
+    /// Rows counted by [`count_block`](Self::count_block).
+    pub(super) fn counted(&self) -> usize {
+        self.counted
+    }
+
+    /// Parses the rows of `block`, whose first line is number `line`, handing each to
+    /// `emit`. Returns `false` once `max_rows` rows were read.
+    pub(super) fn parse_block<T: Row>(
+        &mut self,
+        block: &[u8],
+        mut line: usize,
+        mut emit: impl FnMut(T),
+    ) -> Result<bool, Error> {
+        let n = block.len();
+        let (mut i, first) = self.prelude::<T>(block, line)?;
+        line = first;
         while i < n {
             if self.rows_left == 0 {
                 return Ok(false);
