@@ -161,7 +161,8 @@ pub enum Error {
         /// What differed, with both values.
         message: String,
     },
-    /// A text file had a malformed row (see [`records`](crate::records)).
+    /// A text file had a malformed row (see [`text`](crate::text)): the message names the
+    /// field, what was expected and what was found.
     #[error("{}:{line}:{column}: {message}", path.display())]
     Parse {
         /// The file.
@@ -171,6 +172,32 @@ pub enum Error {
         /// The column in bytes, counting from 1.
         column: usize,
         /// What is wrong there.
+        message: String,
+    },
+    /// A text file has a line longer than the format's limit
+    /// ([`Format::max_line_bytes`](crate::text::Format::max_line_bytes)): reading stops
+    /// there instead of growing its buffer without bound (a binary file, `/dev/zero`).
+    #[error(
+        "{}:{line}: line longer than {limit} bytes (the format's max_line_bytes); not a text file?",
+        path.display()
+    )]
+    LineTooLong {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line, counting from 1.
+        line: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A `.npy` file could not be read or written as the element type asked for (see
+    /// [`npy`](crate::npy)).
+    #[error("npy file {}: could not {action}: {message}", path.display())]
+    Npy {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// What went wrong, with the file's and the type's dtypes where they differ.
         message: String,
     },
     /// Opening, reading or writing a file failed.
