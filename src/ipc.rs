@@ -25,7 +25,12 @@ use crate::error::Error;
 pub(crate) enum Order {
     /// Run the tasks at these positions of `indices`, in order, claiming each through
     /// the worker's gate: `seq` numbers the worker's chunks from 1.
-    Run { seq: u64, range: Range<usize> },
+    /// `block` is how many positions to claim at once.
+    Run {
+        seq: u64,
+        range: Range<usize>,
+        block: u32,
+    },
     /// No more work: leave.
     Stop,
 }
@@ -141,6 +146,24 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 ) -> Result<(), String> {
     match postcard::to_io(value, buf) {
         Ok(_) => Ok(()),
+        // postcard drops a custom error's message; walk the value again to recover it.
+        Err(postcard::Error::SerdeSerCustom) => {
+            Err(probe::failure(value)
+                .unwrap_or_else(|| postcard::Error::SerdeSerCustom.to_string()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Like [`encode_into`], into a postcard flavor: byte by byte without a call through
+/// `io::Write` per field, which is what a batch of small results spends its time on.
+pub(crate) fn encode_with<T, S>(value: &T, sink: S) -> Result<(), String>
+where
+    T: Serialize + ?Sized,
+    S: postcard::ser_flavors::Flavor<Output = ()>,
+{
+    match postcard::serialize_with_flavor(value, sink) {
+        Ok(()) => Ok(()),
         // postcard drops a custom error's message; walk the value again to recover it.
         Err(postcard::Error::SerdeSerCustom) => {
             Err(probe::failure(value)

@@ -105,7 +105,7 @@ impl<F> Worker<'_, F> {
     {
         let slot = self.board.slot(self.id);
         let gate = Gate(&slot.gate);
-        while let Ok(Order::Run { seq, range }) = self.orders.recv() {
+        while let Ok(Order::Run { seq, range, block }) = self.orders.recv() {
             // The coordinator may have taken the chunk back, or take back its unclaimed
             // end while it runs: each position is claimed through the gate first.
             if !gate.open(seq, range.len()) {
@@ -114,33 +114,35 @@ impl<F> Worker<'_, F> {
             let start = range.start;
             let began = sys::monotonic_ns();
             let mut batch = Outgoing::default();
-            while let Some(offset) = gate.claim(seq) {
-                let pos = start + offset;
-                slot.started_ns
-                    .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
-                slot.current.store(pos as u64 + 1, Ordering::Release);
-                let index = self.indices[pos];
-                let returned = panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index)));
-                // The task still counts as running until its outcome is encoded: a
-                // timeout, crash or stop while its result is serialised is its own.
-                match returned {
-                    Ok(value) => {
-                        batch.push(&OutcomeRef::Done(&value));
-                        // A destructor that panics cannot change an outcome already encoded.
-                        if panic::catch_unwind(AssertUnwindSafe(|| drop(value))).is_err() {
-                            take_panic_message(None);
+            while let Some(claimed) = gate.claim_block(seq, block as usize) {
+                for offset in claimed {
+                    let pos = start + offset;
+                    slot.started_ns
+                        .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
+                    slot.current.store(pos as u64 + 1, Ordering::Release);
+                    let index = self.indices[pos];
+                    let returned = panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index)));
+                    // The task still counts as running until its outcome is encoded: a
+                    // timeout, crash or stop while its result is serialised is its own.
+                    match returned {
+                        Ok(value) => {
+                            batch.push(&OutcomeRef::Done(&value));
+                            // A destructor that panics cannot change an outcome already encoded.
+                            if panic::catch_unwind(AssertUnwindSafe(|| drop(value))).is_err() {
+                                take_panic_message(None);
+                            }
+                        }
+                        Err(payload) => {
+                            let message = take_panic_message(Some(payload.as_ref()));
+                            // The payload's own destructor may panic; that must not unwind out.
+                            if panic::catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
+                                sys::exit_immediately(EXIT_INTERNAL);
+                            }
+                            batch.push::<R>(&OutcomeRef::Panicked(&message));
                         }
                     }
-                    Err(payload) => {
-                        let message = take_panic_message(Some(payload.as_ref()));
-                        // The payload's own destructor may panic; that must not unwind out.
-                        if panic::catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
-                            sys::exit_immediately(EXIT_INTERNAL);
-                        }
-                        batch.push::<R>(&OutcomeRef::Panicked(&message));
-                    }
+                    slot.done.fetch_add(1, Ordering::Release);
                 }
-                slot.done.fetch_add(1, Ordering::Release);
             }
             if !sys::fd_is_open(self.fd_socket.as_fd()) {
                 // A task closed this worker's descriptors, so nothing can be reported. Alone
@@ -169,7 +171,8 @@ impl<F> Worker<'_, F> {
     /// first, then the message that refers to them. Returns false when the coordinator
     /// can no longer be reached.
     fn send(&self, start: usize, batch: Outgoing, busy_ns: u64) -> bool {
-        let Outgoing { buf, pieces, fds } = batch;
+        let Outgoing { buf, pieces, scope } = batch;
+        let fds = scope.close();
         let mut all = Vec::with_capacity(fds.len() + 1);
         let payload = match buf.finish() {
             Ok(Ok(bytes)) => Payload::Inline(Bytes(bytes)),
@@ -208,12 +211,22 @@ impl<F> Worker<'_, F> {
     }
 }
 
-/// A batch being encoded: each outcome right after its task, into one buffer.
-#[derive(Default)]
+/// A batch being encoded: each outcome right after its task, into one buffer, with the
+/// descriptors of the arrays in it collected by one scope for the whole batch.
 struct Outgoing {
     buf: Spill,
     pieces: Vec<Piece>,
-    fds: Vec<std::os::fd::OwnedFd>,
+    scope: handoff::OutgoingScope,
+}
+
+impl Default for Outgoing {
+    fn default() -> Outgoing {
+        Outgoing {
+            buf: Spill::default(),
+            pieces: Vec::new(),
+            scope: handoff::OutgoingScope::open(),
+        }
+    }
 }
 
 impl Outgoing {
@@ -222,24 +235,23 @@ impl Outgoing {
     fn push<R: Serialize>(&mut self, outcome: &OutcomeRef<'_, R>) {
         let before = self.buf.len();
         let buf = &mut self.buf;
-        let encoded = panic::catch_unwind(AssertUnwindSafe(|| {
-            handoff::collect_outgoing(|| ipc::encode_into(outcome, buf))
-        }));
+        self.scope.start_piece();
+        let encoded =
+            panic::catch_unwind(AssertUnwindSafe(|| ipc::encode_with(outcome, buf.flavor())));
         let io_error = self.buf.error.take();
         let failure = match encoded {
-            Ok((Ok(()), fds)) => {
+            Ok(Ok(())) => {
                 self.pieces.push(Piece {
                     len: (self.buf.len() - before) as u64,
-                    fds: fds.len() as u32,
+                    fds: self.scope.end_piece(),
                 });
-                self.fds.extend(fds);
                 return;
             }
-            Ok((Err(message), _)) if message == ipc::LENGTH_UNKNOWN => format!(
+            Ok(Err(message)) if message == ipc::LENGTH_UNKNOWN => format!(
                 "{message}: results travel as postcard, which cannot carry #[serde(flatten)] \
                  or a collection that does not say its length"
             ),
-            Ok((Err(message), _)) => match io_error {
+            Ok(Err(message)) => match io_error {
                 Some(e) => format!("it could not be written out: {e}"),
                 None => message,
             },
@@ -248,6 +260,7 @@ impl Outgoing {
                 take_panic_message(Some(payload.as_ref()))
             ),
         };
+        self.scope.discard_piece();
         if self.buf.truncate(before).is_err() {
             // The batch's file cannot be cut back: this worker cannot report its batch.
             sys::exit_immediately(EXIT_INTERNAL);

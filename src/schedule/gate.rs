@@ -128,18 +128,24 @@ impl Gate<'_> {
 
     /// Worker side: claims the next position of the open chunk `seq`; its offset in the
     /// chunk, or `None` when the rest of the chunk was taken back or is done.
+    #[cfg(test)]
     pub(crate) fn claim(self, seq: u64) -> Option<usize> {
+        self.claim_block(seq, 1).map(|r| r.start)
+    }
+
+    /// Worker side: claims up to `most` next positions of the open chunk `seq` at once
+    /// (one swap for several cheap tasks); their offsets in the chunk, or `None` when the
+    /// rest of the chunk was taken back or is done.
+    #[inline]
+    pub(crate) fn claim_block(self, seq: u64, most: usize) -> Option<std::ops::Range<usize>> {
         let mut now = self.load();
         loop {
             if now.ahead(seq) != 0 || now.head >= now.tail {
                 return None;
             }
-            let to = Word {
-                head: now.head + 1,
-                ..now
-            };
-            match self.swap(now, to) {
-                Ok(()) => return Some(now.head),
+            let end = now.tail.min(now.head + most.max(1));
+            match self.swap(now, Word { head: end, ..now }) {
+                Ok(()) => return Some(now.head..end),
                 Err(seen) => now = seen,
             }
         }

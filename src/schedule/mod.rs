@@ -23,6 +23,11 @@ const SPLIT: usize = 4;
 const MIN_CHUNK_NS: f64 = 200_000.0;
 /// ... and at most this much, so results travel in batches of bounded size and time.
 const MAX_CHUNK_NS: f64 = 50_000_000.0;
+/// Workers claim positions several at a time when tasks are cheap: a block holds about
+/// this much measured work (at most `MAX_BLOCK` tasks), so the claim's atomic swap costs
+/// little per task while a thief can still take all but a few microseconds of a chunk.
+const BLOCK_NS: f64 = 2_000.0;
+const MAX_BLOCK: usize = 64;
 /// How many times a steal from a worker's gate is retried when the worker races it.
 const STEAL_TRIES: usize = 8;
 /// The unclaimed end of a running chunk is split only when it holds more measured work
@@ -365,6 +370,15 @@ impl Scheduler {
         self.next_seq[w] = 1;
         self.handed[w] = 0;
         self.held[w].drain(..).map(|c| c.range).collect()
+    }
+
+    /// How many positions a worker should claim at once, from the measured task cost (one
+    /// while it is unknown).
+    pub(crate) fn claim_block(&self) -> usize {
+        if self.task_ns == 0.0 {
+            return 1;
+        }
+        ((BLOCK_NS / self.task_ns) as usize).clamp(1, MAX_BLOCK)
     }
 
     /// Records that `tasks` tasks took `busy_ns` nanoseconds in a worker, which sets the

@@ -7,7 +7,7 @@
 //!
 //! Serialisation only works inside forkmap's own result path, which opens a context
 //! around it: the worker collects the descriptors of the arrays it serialises
-//! ([`collect_outgoing`]) and sends them before the batch; the coordinator receives them
+//! ([`OutgoingScope`]) and sends them before the batch; the coordinator receives them
 //! and decodes the batch inside [`with_incoming`].
 
 use std::cell::RefCell;
@@ -22,8 +22,18 @@ use super::{Layout, Segment, SharedArray};
 use crate::error::Error;
 
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Incoming>> = const { RefCell::new(None) };
+}
+
+/// The descriptors serialised so far in an open [`OutgoingScope`]; those from `base` on
+/// belong to the piece (one task's result) being encoded, and its arrays number them from
+/// `base`. Arrays are accepted only while a piece is being encoded (`active`), not while
+/// the task runs.
+struct Outgoing {
+    fds: Vec<OwnedFd>,
+    base: usize,
+    active: bool,
 }
 
 struct Incoming {
@@ -31,29 +41,91 @@ struct Incoming {
     error: Option<Error>,
 }
 
+/// While open, arrays serialised on this thread hand their descriptors to it: one scope
+/// per batch of results, cut into pieces (one per result) by [`piece`](Self::piece).
+/// Closing it (or dropping it, also in a panic) puts back whatever scope was open before.
+pub(crate) struct OutgoingScope {
+    previous: Option<Option<Outgoing>>,
+}
+
+impl OutgoingScope {
+    /// Opens a scope with no descriptors.
+    pub(crate) fn open() -> OutgoingScope {
+        let fresh = Outgoing {
+            fds: Vec::new(),
+            base: 0,
+            active: false,
+        };
+        OutgoingScope {
+            previous: Some(OUTGOING.with(|o| o.borrow_mut().replace(fresh))),
+        }
+    }
+
+    /// Starts a piece: arrays serialised from now on belong to it.
+    pub(crate) fn start_piece(&self) {
+        OUTGOING.with(|o| {
+            if let Some(out) = o.borrow_mut().as_mut() {
+                out.active = true;
+            }
+        });
+    }
+
+    /// Ends the current piece: how many descriptors it added (a piece's arrays number
+    /// theirs from 0). The next piece starts after them.
+    pub(crate) fn end_piece(&self) -> u32 {
+        OUTGOING.with(|o| match o.borrow_mut().as_mut() {
+            Some(out) => {
+                let n = out.fds.len() - out.base;
+                out.base = out.fds.len();
+                out.active = false;
+                n as u32
+            }
+            None => 0,
+        })
+    }
+
+    /// Ends the current piece, dropping its descriptors (its encoding failed).
+    pub(crate) fn discard_piece(&self) {
+        OUTGOING.with(|o| {
+            if let Some(out) = o.borrow_mut().as_mut() {
+                out.fds.truncate(out.base);
+                out.active = false;
+            }
+        });
+    }
+
+    /// Closes the scope: every descriptor of every piece, in order.
+    pub(crate) fn close(mut self) -> Vec<OwnedFd> {
+        self.restore().map(|o| o.fds).unwrap_or_default()
+    }
+
+    fn restore(&mut self) -> Option<Outgoing> {
+        let previous = self.previous.take()?;
+        OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
+    }
+}
+
+impl Drop for OutgoingScope {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+impl std::fmt::Debug for OutgoingScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingScope").finish_non_exhaustive()
+    }
+}
+
 /// Runs `encode` while collecting the descriptors of the arrays it serialises.
 /// The context is closed again even if `encode` panics.
+#[cfg(test)]
 pub(crate) fn collect_outgoing<T>(encode: impl FnOnce() -> T) -> (T, Vec<OwnedFd>) {
-    struct Scope(Option<Option<Vec<OwnedFd>>>);
-    impl Scope {
-        fn close(&mut self) -> Vec<OwnedFd> {
-            match self.0.take() {
-                Some(previous) => OUTGOING
-                    .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            }
-        }
-    }
-    impl Drop for Scope {
-        fn drop(&mut self) {
-            self.close();
-        }
-    }
-    let mut scope = Scope(Some(OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()))));
+    let scope = OutgoingScope::open();
+    scope.start_piece();
     let value = encode();
-    let fds = scope.close();
-    (value, fds)
+    scope.end_piece();
+    (value, scope.close())
 }
 
 /// Runs `decode` with `fds` available to the arrays it deserialises. Returns the
@@ -78,7 +150,7 @@ impl<A: Pod, D: Dimension> Serialize for SharedArray<A, D> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let index = OUTGOING.with(|o| -> Result<u32, String> {
             let mut o = o.borrow_mut();
-            let list = o.as_mut().ok_or(
+            let out = o.as_mut().filter(|out| out.active).ok_or(
                 "a SharedArray can only be serialised as (part of) the result of a forkmap task",
             )?;
             let fd = self
@@ -86,8 +158,8 @@ impl<A: Pod, D: Dimension> Serialize for SharedArray<A, D> {
                 .file
                 .try_clone()
                 .map_err(|e| format!("could not duplicate the segment's descriptor: {e}"))?;
-            list.push(fd.into());
-            Ok(list.len() as u32 - 1)
+            out.fds.push(fd.into());
+            Ok((out.fds.len() - 1 - out.base) as u32)
         });
         match index {
             // A named array keeps its name, and the duty to remove it moves to the parent.

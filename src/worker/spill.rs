@@ -57,8 +57,32 @@ impl Spill {
         }
     }
 
+    /// A postcard flavor writing into this sink.
+    pub(super) fn flavor(&mut self) -> Flavor<'_> {
+        Flavor(self)
+    }
+
     fn put(&mut self, data: &[u8]) -> io::Result<()> {
         self.mem.extend_from_slice(data);
+        self.settle()
+    }
+
+    /// Moves gathered bytes to the file when there are enough of them.
+    #[inline]
+    fn settle(&mut self) -> io::Result<()> {
+        let limit = if self.file.is_none() {
+            FILE_PAYLOAD
+        } else {
+            PENDING
+        };
+        if self.mem.len() < limit {
+            return Ok(());
+        }
+        self.move_out()
+    }
+
+    #[cold]
+    fn move_out(&mut self) -> io::Result<()> {
         match &mut self.file {
             None if self.mem.len() >= FILE_PAYLOAD => {
                 let mut file = sys::memfd_reserved("forkmap-results", 0)?;
@@ -73,6 +97,39 @@ impl Spill {
             }
             _ => {}
         }
+        Ok(())
+    }
+}
+
+/// [`Spill`] as a postcard flavor: single bytes go straight into the buffer.
+pub(super) struct Flavor<'a>(&'a mut Spill);
+
+impl Flavor<'_> {
+    fn keep(&mut self, r: io::Result<()>) -> postcard::Result<()> {
+        r.map_err(|e| {
+            self.0.error = Some(e);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Flavor<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.mem.push(byte);
+        let r = self.0.settle();
+        self.keep(r)
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let r = self.0.put(data);
+        self.keep(r)
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
         Ok(())
     }
 }
