@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod ipc;
@@ -11,6 +12,7 @@ mod sys;
 mod worker;
 
 #[cfg(feature = "hdf5")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hdf5")))]
 pub mod h5;
 pub mod records;
 
@@ -19,6 +21,10 @@ pub use pool::Pool;
 pub use records::Record;
 pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
 
+/// Re-exported: `SharedArray` elements are `bytemuck::Pod` (derive it on your own rows).
+pub use bytemuck;
+/// Re-exported: [`Pool::progress_bar`] takes an `indicatif::ProgressBar`.
+pub use indicatif;
 /// Re-exported so callers can name the element types and views without a version clash.
 pub use ndarray;
 

@@ -35,3 +35,43 @@ fn progress_off_draws_nothing_and_the_map_still_works() {
         .unwrap();
     assert_eq!(out[9], 27);
 }
+
+/// Run in a child whose stderr is a pipe (as in a batch log): progress lines, no bar.
+#[test]
+fn a_log_gets_plain_lines_with_count_rate_and_eta() {
+    let _d = common::deadline(60);
+    if common::role().as_deref() == Some("log") {
+        let out = forkmap::Pool::new()
+            .workers(2)
+            .progress_every(std::time::Duration::from_millis(50))
+            .map(0..40, |i| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                i
+            })
+            .unwrap();
+        assert_eq!(out.len(), 40);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_log_gets_plain_lines_with_count_rate_and_eta",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FORKMAP_TEST_ROLE", "log")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("re-run the test binary");
+    assert!(out.status.success(), "child failed: {out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("forkmap: ")).collect();
+    assert!(lines.len() >= 2, "too few progress lines in {log:?}");
+    assert!(!log.contains('\r'), "carriage return in a log: {log:?}");
+    assert!(lines.iter().any(|l| l.contains(", eta ")), "{lines:?}");
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("forkmap: 40/40 tasks (100%), ") && last.ends_with(", done"),
+        "{last}"
+    );
+}

@@ -254,7 +254,10 @@ mod tests {
             let mut all: Vec<_> = mine.iter().chain(&taken).copied().collect();
             all.sort_unstable();
             assert_eq!(all, (0..len).collect::<Vec<_>>());
-            assert!(mine.windows(2).all(|w| w[1] == w[0] + 1), "claims are in order");
+            assert!(
+                mine.windows(2).all(|w| w[1] == w[0] + 1),
+                "claims are in order"
+            );
         }
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct Scheduler {
     ranges: Vec<Range<usize>>,
     /// Positions given back (their worker died); handed out before anything else.
     requeued: VecDeque<Range<usize>>,
+    /// Positions below the limit that are in no worker's range yet (see `extend_to`).
+    unassigned: Range<usize>,
     /// The chunks sent to each worker and not yet answered, in the order sent.
     held: Vec<VecDeque<Chunk>>,
     /// Sequence number of the next chunk for each worker.
@@ -71,6 +73,7 @@ impl Scheduler {
         Scheduler {
             ranges,
             requeued: VecDeque::new(),
+            unassigned: n..n,
             held: vec![VecDeque::new(); workers],
             next_seq: vec![1; workers],
             handed: vec![0; workers],
@@ -85,6 +88,37 @@ impl Scheduler {
     pub(crate) fn unsent(&self) -> usize {
         self.ranges.iter().map(|r| r.len()).sum::<usize>()
             + self.requeued.iter().map(|r| r.len()).sum::<usize>()
+            + self.unassigned.len()
+    }
+
+    /// The first position not yet available to hand out: `n` of [`new`](Scheduler::new),
+    /// raised by [`extend_to`](Scheduler::extend_to).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "streaming calls (imap) build on it next; tested now"
+        )
+    )]
+    pub(crate) fn limit(&self) -> usize {
+        self.unassigned.end
+    }
+
+    /// Makes positions up to `limit` available: a streaming call raises it as the consumer
+    /// takes results (no chunk is ever handed out at or past the limit), a distributed one
+    /// as blocks arrive. The new positions go to workers whose range runs dry, a share at a
+    /// time; the caller then calls [`fill`](Scheduler::fill) for its idle workers.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "streaming calls (imap) build on it next; tested now"
+        )
+    )]
+    pub(crate) fn extend_to(&mut self, limit: usize) {
+        if limit > self.unassigned.end {
+            self.unassigned.end = limit;
+        }
     }
 
     /// The chunks worker `w` holds (sent, not answered), oldest first.
@@ -94,8 +128,8 @@ impl Scheduler {
     }
 
     /// Tops worker `w` up to [`IN_FLIGHT`] chunks and returns what to send, to whom, in
-    /// order. A worker holding a chunk is topped up only from re-queued positions and its
-    /// own range; a worker holding nothing also steals: the back half of the largest
+    /// order. A worker holding a chunk is topped up only from re-queued positions, its own
+    /// range and positions nobody owns yet; a worker holding nothing also steals: the back half of the largest
     /// unsent range, else the back half of what another worker holds and has not started
     /// (which may give that worker a chunk too).
     pub(crate) fn fill(&mut self, w: usize, gates: &impl Gates) -> Vec<(usize, Chunk)> {
@@ -109,6 +143,13 @@ impl Scheduler {
                 }
                 out.push((w, self.hand(w, r.start..r.start + take)));
                 continue;
+            }
+            if self.ranges[w].is_empty() && !self.unassigned.is_empty() {
+                // A share of what nobody owns yet: no other worker is deprived of anything.
+                let share = self.unassigned.len().div_ceil(self.ranges.len());
+                let start = self.unassigned.start;
+                self.unassigned.start += share;
+                self.ranges[w] = start..start + share;
             }
             if self.ranges[w].is_empty() {
                 if !self.held[w].is_empty() {
@@ -180,13 +221,10 @@ impl Scheduler {
                     .map(|c| word.unclaimed(c.seq, c.range.len()))
                     .sum::<usize>()
             };
-            let Some((victim, most)) = (0..self.held.len())
+            let (victim, most) = (0..self.held.len())
                 .filter(|&v| v != thief)
                 .map(|v| (v, unstarted(v)))
-                .max_by_key(|&(_, n)| n)
-            else {
-                return None;
-            };
+                .max_by_key(|&(_, n)| n)?;
             if most == 0 {
                 return None;
             }
@@ -240,7 +278,7 @@ impl Scheduler {
         let want = match (self.fixed, self.task_ns) {
             (Some(c), _) => c,
             // Cost unknown: probe with 1, 2, 4, ... tasks until a batch is measured.
-            (None, t) if t == 0.0 => 1usize << self.handed[w].min(16),
+            (None, 0.0) => 1usize << self.handed[w].min(16),
             (None, _) => available
                 .div_ceil(SPLIT)
                 .clamp(self.min_chunk, self.max_chunk),
@@ -301,8 +339,7 @@ impl Scheduler {
         // Many workers answer more often: keep the coordinator's message rate bounded.
         let crowd = self.ranges.len().div_ceil(8) as f64;
         self.min_chunk = ((MIN_CHUNK_NS * crowd / self.task_ns).ceil() as usize).clamp(1, 1 << 16);
-        self.max_chunk =
-            ((MAX_CHUNK_NS / self.task_ns) as usize).clamp(self.min_chunk, MAX_CHUNK);
+        self.max_chunk = ((MAX_CHUNK_NS / self.task_ns) as usize).clamp(self.min_chunk, MAX_CHUNK);
     }
 }
 

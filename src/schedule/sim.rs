@@ -2,7 +2,7 @@
 //! and the real gate protocol: workers that open and claim positions with per-task costs
 //! in simulated time, a one-way latency for orders and batches, and a coordinator that
 //! handles one message at a time. Used by the scaling tests (`tests.rs`) to check the
-//! makespan against its lower bound for worker counts no test machine has.
+//! makespan against its bounds for worker counts no test machine has.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -30,6 +30,9 @@ pub(super) struct Params {
     /// Coordinator time to handle one batch (decode, store, schedule, send).
     pub(super) handle_ns: u64,
     pub(super) chunk: Option<usize>,
+    /// Streaming: positions are handed out only below the first unfinished one plus this
+    /// (the consumer takes each result as soon as it is next in order).
+    pub(super) window: Option<usize>,
 }
 
 /// What a simulation measured.
@@ -37,8 +40,6 @@ pub(super) struct Params {
 pub(super) struct Report {
     /// When the coordinator held every result.
     pub(super) makespan_ns: u64,
-    /// `max(total work / workers, longest task)`.
-    pub(super) bound_ns: u64,
     /// How many times each position ran.
     pub(super) runs: Vec<u32>,
     /// Workers that ran at least one task.
@@ -83,14 +84,19 @@ struct Worker {
 pub(super) fn simulate(p: &Params) -> Report {
     let n = p.costs.len();
     let board = Board((0..p.workers).map(|_| AtomicU64::new(0)).collect());
-    let mut sched = Scheduler::new(n, p.workers, p.chunk);
+    let mut sched = Scheduler::new(p.window.map_or(n, |k| k.min(n)), p.workers, p.chunk);
+    let mut finished = vec![false; n];
+    let mut front = 0;
     let mut workers: Vec<Worker> = (0..p.workers).map(|_| Worker::default()).collect();
     let mut sim = Sim::default();
     let mut runs = vec![0u32; n];
     let (mut done, mut batches, mut coordinator_free, mut makespan) = (0usize, 0, 0u64, 0u64);
     for w in 0..p.workers {
         for (v, c) in sched.fill(w, &board) {
-            sim.at(p.latency_ns, Event::Order(v, c.seq, c.range.start, c.range.end));
+            sim.at(
+                p.latency_ns,
+                Event::Order(v, c.seq, c.range.start, c.range.end),
+            );
         }
     }
     while let Some(Reverse((t, _, event))) = sim.queue.pop() {
@@ -146,9 +152,26 @@ pub(super) fn simulate(p: &Params) -> Report {
                     .unwrap_or_else(|e| panic!("worker {w}: {e}"));
                 sched.observe(k, busy);
                 done += k;
+                finished[start..start + k].fill(true);
+                while front < n && finished[front] {
+                    front += 1;
+                }
                 batches += 1;
                 makespan = t;
-                for (v, c) in sched.fill(w, &board) {
+                let mut orders = sched.fill(w, &board);
+                if let Some(k) = p.window {
+                    let before = sched.limit();
+                    sched.extend_to((front + k).min(n));
+                    if sched.limit() > before {
+                        for v in 0..p.workers {
+                            orders.extend(sched.fill(v, &board));
+                        }
+                    }
+                }
+                for (v, c) in orders {
+                    if let Some(k) = p.window {
+                        assert!(c.range.end <= front + k, "a chunk past the window");
+                    }
                     sim.at(
                         t + p.latency_ns,
                         Event::Order(v, c.seq, c.range.start, c.range.end),
@@ -158,11 +181,8 @@ pub(super) fn simulate(p: &Params) -> Report {
         }
     }
     assert_eq!(done, n, "every position reported once");
-    let total: u64 = p.costs.iter().sum();
-    let longest = p.costs.iter().copied().max().unwrap_or(0);
     Report {
         makespan_ns: makespan,
-        bound_ns: (total / p.workers.max(1) as u64).max(longest),
         runs,
         busy_workers: workers.iter().filter(|w| w.ran > 0).count(),
         batches,
