@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example compare                  # everything, a few minutes
-//! cargo run --release --example compare -- --quick       # smaller sizes, under a minute
+//! cargo run --release --example compare -- --quick       # smaller sizes, about 2 minutes
 //! cargo run --release --example compare -- --workloads b,e --workers 2 --no-python
 //! cargo run --release --features hdf5 --example compare -- --workloads f
 //! cargo run --release --example compare -- --workloads b,c,g,h   # issue 8's rows
