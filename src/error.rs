@@ -6,6 +6,11 @@ pub use crate::sys::ExitKind;
 
 /// Everything that can go wrong in forkmap. Variants about a task carry its index (the
 /// value from `indices`), its position in `indices`, and the worker and pid that ran it.
+///
+/// Variants caused by an OS error (`Fork`, `Shm`, `Io`) end their message with the OS's
+/// reason (`could not read or write nope.txt: No such file or directory (os error 2)`)
+/// and also return it from [`source`](std::error::Error::source), so a reporter that
+/// walks the chain shows it again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -76,6 +81,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The task list of a call cannot be held in memory (for example `0..usize::MAX`);
+    /// nothing was forked.
+    #[error("{count} tasks cannot be held in memory: {reason}")]
+    TooManyTasks {
+        /// How many tasks the list holds (or the list's length when allocation failed).
+        count: usize,
+        /// Why: the bytes needed and the memory available, or the allocator's refusal.
+        reason: String,
+    },
     /// The pool was asked for zero workers.
     #[error("a pool needs at least one worker (got 0)")]
     NoWorkers,
@@ -83,7 +97,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Forking a worker failed (for example `EAGAIN` under `RLIMIT_NPROC`).
-    #[error("could not fork worker {worker}")]
+    #[error("could not fork worker {worker}: {source}")]
     Fork {
         /// The worker being started.
         worker: usize,
@@ -101,7 +115,7 @@ pub enum Error {
         message: String,
     },
     /// Creating, sizing, mapping or sealing a shared-memory segment failed.
-    #[error("shared memory segment {segment}: could not {action}")]
+    #[error("shared memory segment {segment}: could not {action}: {source}")]
     Shm {
         /// Which segment (its name, or a description of an anonymous one).
         segment: String,
@@ -110,6 +124,15 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// A `try_` lock call found the lock busy (see
+    /// [`SharedArray::try_read`](crate::SharedArray::try_read)).
+    #[error("shared memory segment {segment}: the lock is busy: {reason}")]
+    WouldBlock {
+        /// Which segment.
+        segment: String,
+        /// Why it would have to wait.
+        reason: &'static str,
     },
     /// A segment's header did not match what the caller asked for.
     #[error("shared memory segment {segment}: {message}")]
@@ -132,7 +155,7 @@ pub enum Error {
         message: String,
     },
     /// Opening, reading or writing a file failed.
-    #[error("could not read or write {}", path.display())]
+    #[error("could not read or write {}: {source}", path.display())]
     Io {
         /// The file.
         path: std::path::PathBuf,
@@ -183,6 +206,33 @@ impl Error {
             segment: segment.into(),
             action,
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn every_variant_with_a_source_displays_it() {
+        let os = || io::Error::from_raw_os_error(libc::EAGAIN);
+        let cause = os().to_string();
+        for err in [
+            Error::Fork {
+                worker: 3,
+                source: os(),
+            },
+            Error::shm("seg", "map it", os()),
+            Error::Io {
+                path: "nope.txt".into(),
+                source: os(),
+            },
+        ] {
+            let text = err.to_string();
+            assert!(text.ends_with(&format!(": {cause}")), "{text}");
+            assert_eq!(err.source().map(|s| s.to_string()), Some(cause.clone()));
         }
     }
 }

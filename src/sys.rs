@@ -13,6 +13,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
+pub(crate) mod fds;
+mod memory;
+pub(crate) use memory::memory_budget;
+
 /// A process id.
 pub(crate) type Pid = libc::pid_t;
 
@@ -317,59 +321,76 @@ pub(crate) fn process_running(pid: Pid) -> bool {
     if !process_exists(pid) {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state letter follows the command name, which is in parentheses and may
-        // itself contain spaces or parentheses.
-        Ok(stat) => match stat.rfind(')') {
-            Some(end) => !matches!(
-                stat[end + 1..].trim_start().chars().next(),
-                Some('Z' | 'X' | 'x')
-            ),
-            None => true,
-        },
-        Err(_) => process_exists(pid),
+    match proc_stat(pid) {
+        Some((state, _)) => !matches!(state, 'Z' | 'X' | 'x'),
+        None => process_exists(pid),
     }
 }
 
-fn read_u64(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// The state letter and the start time (clock ticks after boot, field 22) of `pid`,
+/// from `/proc/<pid>/stat`; `None` when it cannot be read (gone, or no `/proc`).
+pub(crate) fn proc_stat(pid: Pid) -> Option<(char, u64)> {
+    // A /proc mounted for another pid namespace (a process that entered a new one
+    // without mounting its own /proc) would describe another process under this number.
+    if !proc_is_ours() {
+        return None;
+    }
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Bytes of memory this process could still get: what the kernel reports available
-/// (`MemAvailable` plus free swap), capped by the memory cgroup's remaining allowance.
-/// `None` when none of these can be read.
-pub(crate) fn memory_budget() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-    let field = |name: &str| -> Option<u64> {
-        let line = meminfo.as_deref()?.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
-    };
-    let mut budget = match (field("MemAvailable:"), field("SwapFree:")) {
-        (Some(avail), swap) => Some(avail + swap.unwrap_or(0)),
-        (None, _) => None,
-    };
-    // cgroup v2, then v1.
-    let cgroup = match (
-        read_u64("/sys/fs/cgroup/memory.max"),
-        read_u64("/sys/fs/cgroup/memory.current"),
-    ) {
-        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
-        _ => match (
-            read_u64("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-            read_u64("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-        ) {
-            (Some(max), Some(cur)) if max < (1 << 60) => Some(max.saturating_sub(cur)),
-            _ => None,
-        },
-    };
-    if let Some(c) = cgroup {
-        budget = Some(budget.map_or(c, |b| b.min(c)));
+/// Whether `/proc` shows this process's pid namespace: `/proc/self` names our pid.
+fn proc_is_ours() -> bool {
+    std::fs::read_link("/proc/self").is_ok_and(|p| p.as_os_str() == getpid().to_string().as_str())
+}
+
+/// The state letter and start time in the text of a `/proc/<pid>/stat` file.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    // The fields follow the command name, which is in parentheses and may itself contain
+    // spaces or parentheses: field 3 (the state) is the first after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the process that had `pid` and started at `start` (clock ticks after boot, 0:
+/// unknown) still runs: the pid exists, is no zombie, and has that start time.
+pub(crate) fn same_process_running(pid: Pid, start: u64) -> bool {
+    if pid <= 0 || !process_exists(pid) {
+        return false;
     }
-    budget
+    match proc_stat(pid) {
+        Some(('Z' | 'X' | 'x', _)) => false,
+        Some((_, now)) => start == 0 || now == start,
+        None => process_running(pid),
+    }
+}
+
+/// This process's pid and start time (see [`proc_stat`]; 0 when unknown), cached for the
+/// current fork generation, so a forked child never reports its parent's.
+pub(crate) fn self_identity() -> (Pid, u64) {
+    use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+    // No lock: a fork while another thread held one would leave it held in the child.
+    // Threads of one generation store the same values, and the generation is stored
+    // last, so a reader that sees its own generation sees that generation's values.
+    static GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let generation = fork_generation();
+    if generation != u64::MAX && GENERATION.load(Ordering::Acquire) == generation {
+        return (PID.load(Ordering::Relaxed), START.load(Ordering::Relaxed));
+    }
+    let pid = getpid();
+    // `/proc/self` is right even when /proc belongs to another pid namespace.
+    let start = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .map_or(0, |(_, start)| start);
+    PID.store(pid, Ordering::Relaxed);
+    START.store(start, Ordering::Relaxed);
+    GENERATION.store(generation, Ordering::Release);
+    (pid, start)
 }
 
 /// The signal that interrupted a `map`, or 0. Set by the handler, read by the coordinator.
@@ -639,7 +660,7 @@ pub(crate) fn recv_fds(
             break ret;
         };
         if ret == -1 {
-            return Err(io::Error::last_os_error());
+            return Err(fds::explain(io::Error::last_os_error()));
         }
         if ret == 0 {
             return Err(io::Error::new(
@@ -667,7 +688,12 @@ pub(crate) fn recv_fds(
             }
         }
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::other("descriptors were truncated in transit"));
+            // The kernel drops what the receiver cannot hold: almost always EMFILE.
+            return Err(io::Error::other(format!(
+                "descriptors were truncated in transit, most likely too many open \
+                 descriptors here: {}",
+                fds::usage()
+            )));
         }
         if out.len() - before != count as usize {
             return Err(io::Error::other(format!(

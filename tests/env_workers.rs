@@ -36,9 +36,28 @@ fn env_sets_the_worker_count() {
                 Err(forkmap::Error::NoWorkers)
             ));
         }
+        Some("huge") => {
+            // Refused by name, not 1,000 processes forked for 1,000 tasks without a word.
+            let before = common::children().len();
+            let err = forkmap::Pool::new()
+                .progress(false)
+                .map(0..1000, |i| i)
+                .unwrap_err();
+            assert!(matches!(err, forkmap::Error::Config(_)), "{err}");
+            assert!(
+                err.to_string().contains("FORKMAP_WORKERS=\"100000\""),
+                "{err}"
+            );
+            assert!(common::children().len() <= before);
+        }
         _ => {
             let _d = common::deadline(60);
-            for (role, value) in [("three", "3"), ("bad", "lots"), ("zero", "0")] {
+            for (role, value) in [
+                ("three", "3"),
+                ("bad", "lots"),
+                ("zero", "0"),
+                ("huge", "100000"),
+            ] {
                 let mut child = common::rerun(
                     "env_sets_the_worker_count",
                     role,

@@ -92,3 +92,29 @@ fn a_long_chunk_is_split_while_it_runs() {
         "worker 0 ran these of its chunk after the long task"
     );
 }
+
+#[test]
+fn a_worker_stuck_in_one_task_of_a_big_chunk_is_drained_by_many_steals() {
+    let _d = common::deadline(120);
+    // Found in review: past 15 take-backs of the same stuck worker's queued chunks the
+    // thief gave up, and the stuck worker later ran its whole chunk alone.
+    let c = 1usize << 17;
+    let pids = Pool::new()
+        .workers(2)
+        .chunk_size(c)
+        .progress(false)
+        .map(0..4 * c, |i| {
+            if i == 0 {
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            std::process::id()
+        })
+        .unwrap();
+    let long = pids[0];
+    let after_long = (1..c).filter(|&i| pids[i] == long).count();
+    assert!(
+        after_long < c / 2,
+        "worker 0 ran {after_long} of the {} positions of its chunk after the long task",
+        c - 1
+    );
+}

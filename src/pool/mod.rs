@@ -48,10 +48,15 @@ impl Pool {
     /// An unparsable `FORKMAP_WORKERS` is reported as [`Error::Config`] by `map`.
     pub fn new() -> Pool {
         let workers = match std::env::var("FORKMAP_WORKERS") {
-            Ok(v) => v
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| format!("FORKMAP_WORKERS={v:?} is not a whole number of workers")),
+            Ok(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > Pool::MAX_WORKERS => {
+                    Err(too_many_workers(n, &format!("FORKMAP_WORKERS={v:?}")))
+                }
+                Ok(n) => Ok(n),
+                Err(_) => Err(format!(
+                    "FORKMAP_WORKERS={v:?} is not a whole number of workers"
+                )),
+            },
             Err(std::env::VarError::NotUnicode(v)) => Err(format!(
                 "FORKMAP_WORKERS={v:?} is not a whole number of workers"
             )),
@@ -69,13 +74,20 @@ impl Pool {
         }
     }
 
-    /// Sets the number of worker processes (at most one per task is forked).
+    /// The most worker processes one pool forks. A larger count, from
+    /// [`workers`](Pool::workers) or `FORKMAP_WORKERS`, is refused by `map` with
+    /// [`Error::Config`] rather than forking thousands of processes without a word.
+    pub const MAX_WORKERS: usize = 4096;
+
+    /// Sets the number of worker processes (at most one per task is forked, and at most
+    /// [`MAX_WORKERS`](Pool::MAX_WORKERS)).
     pub fn workers(mut self, n: usize) -> Pool {
         self.workers = Ok(n);
         self
     }
 
-    /// Sends tasks in chunks of exactly `n` positions, turning adaptive sizing off.
+    /// Sends tasks in chunks of exactly `n` positions (at most 8,388,607), turning adaptive
+    /// sizing off.
     /// Stealing still balances the load between workers: a worker with nothing to do
     /// takes back the unstarted end of another's chunk, so a chunk may run shorter than
     /// `n`. `0` means adaptive (the default): chunks probe with 1, 2, 4, ... tasks until
@@ -131,18 +143,26 @@ impl Pool {
     /// Kills the worker of any task that runs longer than `limit` and retries the task
     /// (per [`max_retries`](Pool::max_retries)), then reports it as
     /// [`Error::TaskTimedOut`]. Checked about every 10 ms. Default: no limit.
+    ///
+    /// A limit of `u64::MAX` nanoseconds (about 584 years) or more cannot be measured on
+    /// the monotonic clock and means no limit, like `Duration::MAX`; it never wraps
+    /// around to a short one.
     pub fn task_timeout(mut self, limit: Duration) -> Pool {
-        self.task_timeout = Some(limit);
+        self.task_timeout = (limit.as_nanos() < u128::from(u64::MAX)).then_some(limit);
         self
     }
 
     /// The number of workers `map` will fork (for a long enough list of tasks).
     ///
     /// # Errors
-    /// [`Error::Config`] for an unparsable `FORKMAP_WORKERS`, [`Error::NoWorkers`] for 0.
+    /// [`Error::Config`] for an unparsable `FORKMAP_WORKERS` or more than
+    /// [`MAX_WORKERS`](Pool::MAX_WORKERS), [`Error::NoWorkers`] for 0.
     pub fn worker_count(&self) -> Result<usize, Error> {
         match &self.workers {
             Ok(0) => Err(Error::NoWorkers),
+            Ok(n) if *n > Pool::MAX_WORKERS => {
+                Err(Error::Config(too_many_workers(*n, "Pool::workers")))
+            }
             Ok(n) => Ok(*n),
             Err(msg) => Err(Error::Config(msg.clone())),
         }
@@ -235,11 +255,13 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let workers = self.worker_count()?;
-        let indices: Vec<usize> = indices.into_iter().collect();
+        let indices = collect_indices(indices, std::mem::size_of::<Option<R>>())?;
         if indices.is_empty() {
             return Ok((Vec::new(), HashMap::new()));
         }
         let workers = workers.min(indices.len());
+        // Channels and returned arrays each hold descriptors: lift the soft limit first.
+        sys::fds::raise_nofile_limit();
         let setting = self
             .progress
             .unwrap_or_else(progress::Setting::default_for_stderr);
@@ -285,6 +307,68 @@ impl Pool {
             }
         }
     }
+}
+
+fn too_many_workers(n: usize, what: &str) -> String {
+    format!(
+        "{what} asks for {n} worker processes; at most {} are supported",
+        Pool::MAX_WORKERS
+    )
+}
+
+/// Collects the task list with fallible allocation: a list too long for the address
+/// space or for the memory this process can get (with `extra` bytes per task for its
+/// result slot) is [`Error::TooManyTasks`], never a capacity-overflow panic, an
+/// allocation abort or an OOM kill.
+fn collect_indices<I: IntoIterator<Item = usize>>(
+    indices: I,
+    extra: usize,
+) -> Result<Vec<usize>, Error> {
+    let per_task = std::mem::size_of::<usize>() + extra;
+    let iter = indices.into_iter();
+    let mut out: Vec<usize> = Vec::new();
+    let grow = |out: &mut Vec<usize>, want: usize| -> Result<(), Error> {
+        let too_many = |reason: String| Error::TooManyTasks {
+            count: want,
+            reason,
+        };
+        let bytes = want.checked_mul(per_task).ok_or_else(|| {
+            too_many(format!(
+                "{per_task} bytes each would overflow the address space"
+            ))
+        })?;
+        if let Some(budget) = sys::memory_budget()
+            && bytes as u64 > budget
+        {
+            return Err(too_many(format!(
+                "they need {bytes} bytes of bookkeeping ({per_task} per task), \
+                 about {budget} bytes of memory are available"
+            )));
+        }
+        out.try_reserve(want - out.len())
+            .map_err(|e| too_many(format!("could not allocate {bytes} bytes: {e}")))
+    };
+    let (lower, upper) = iter.size_hint();
+    grow(&mut out, upper.unwrap_or(lower).max(lower))?;
+    for i in iter {
+        if out.len() == out.capacity() {
+            let want = out.len().saturating_mul(2).max(out.len() + 1).max(64);
+            grow(&mut out, want)?;
+        }
+        out.push(i);
+    }
+    Ok(out)
+}
+
+/// `n` empty result slots, allocated fallibly (see [`collect_indices`]).
+fn empty_slots<R>(n: usize) -> Result<Vec<Option<R>>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| Error::TooManyTasks {
+        count: n,
+        reason: format!("could not allocate their result slots: {e}"),
+    })?;
+    v.resize_with(n, || None);
+    Ok(v)
 }
 
 fn missing_result() -> Error {

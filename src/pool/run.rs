@@ -119,12 +119,10 @@ where
 
     /// Forks the workers and gives each its first chunks.
     pub(super) fn start(&mut self, workers: usize) -> Result<(), Error> {
+        self.values = super::empty_slots(self.indices.len())?;
         for w in 0..workers {
             self.spawn(w)?;
         }
-        self.values = std::iter::repeat_with(|| None)
-            .take(self.indices.len())
-            .collect();
         for w in 0..workers {
             self.refill(w);
         }
@@ -251,6 +249,13 @@ where
                 last_check = Instant::now();
                 self.enforce_timeouts();
                 self.reap()?;
+                // A worker left with nothing (all it held was taken back, or there was
+                // nothing to steal when it asked) looks again: work may have become free.
+                for w in 0..self.crew.len() {
+                    if self.sched.held(w).is_empty() {
+                        self.refill(w);
+                    }
+                }
             }
         }
         Ok(())
@@ -374,7 +379,7 @@ where
             let slot = self.board.slot(w);
             let current = slot.current.load(Ordering::Acquire);
             let started = slot.started_ns.load(Ordering::Relaxed);
-            if current > 0 && now.saturating_sub(started) > limit.as_nanos() as u64 {
+            if current > 0 && u128::from(now.saturating_sub(started)) > limit.as_nanos() {
                 m.overdue = Some(current as usize - 1);
                 let _ = sys::kill(m.pid, sys::SIGKILL);
             }

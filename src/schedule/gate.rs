@@ -38,6 +38,7 @@ pub(crate) struct Word {
 
 impl Word {
     fn pack(self) -> u64 {
+        debug_assert!(self.head <= MAX_CHUNK && self.tail <= MAX_CHUNK && self.skip <= MAX_SKIP);
         ((self.seq & SEQ_MASK) << (SKIP_BITS + 2 * FIELD_BITS))
             | (self.skip << (2 * FIELD_BITS))
             | ((self.head as u64 & FIELD_MASK) << FIELD_BITS)

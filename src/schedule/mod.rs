@@ -25,6 +25,20 @@ const MIN_CHUNK_NS: f64 = 200_000.0;
 const MAX_CHUNK_NS: f64 = 50_000_000.0;
 /// How many times a steal from a worker's gate is retried when the worker races it.
 const STEAL_TRIES: usize = 8;
+/// The unclaimed end of a running chunk is split only when it holds more measured work
+/// than this (about a round trip): less would finish sooner where it is.
+const MIN_STEAL_NS: f64 = 20_000.0;
+
+/// What one attempt at taking from a victim did.
+#[derive(Debug)]
+enum Take {
+    /// Positions moved to the thief's range; the victim, if it must be sent its range.
+    Took(Option<usize>),
+    /// The victim holds nothing worth taking.
+    Nothing,
+    /// The victim changed its gate between the look and the swap.
+    Raced,
+}
 
 /// The gates of all workers, as the scheduler reads and changes them.
 pub(crate) trait Gates {
@@ -122,7 +136,6 @@ impl Scheduler {
     }
 
     /// The chunks worker `w` holds (sent, not answered), oldest first.
-    #[cfg(test)]
     pub(crate) fn held(&self, w: usize) -> &VecDeque<Chunk> {
         &self.held[w]
     }
@@ -158,7 +171,8 @@ impl Scheduler {
                 if !self.steal_range(w) {
                     match self.steal_held(w, gates) {
                         None => break,
-                        // The victim's queued chunk was split: it gets its front half back.
+                        // The victim's unopened chunks were all taken: it holds nothing
+                        // now and gets its front half back.
                         Some(Some(v)) => {
                             let r = self.ranges[v].clone();
                             let take = self.chunk_len(v, r.len());
@@ -207,71 +221,100 @@ impl Scheduler {
         true
     }
 
-    /// Takes back half of the positions another worker holds and has not started, into
-    /// `thief`'s (empty) range: the chunks it has not opened (the front half of a single
-    /// one goes back to its range, to be re-sent), else the unclaimed back half of the
-    /// chunk it runs. `None` when there is nothing to take; else the victim, when it has a
-    /// range again and room for a chunk.
+    /// Takes positions another worker holds and has not started into `thief`'s (empty)
+    /// range, trying victims from the one with the most: the chunks it has not opened (the
+    /// thief gets the back half, the victim keeps the front half as its range), else the
+    /// unclaimed back half of the chunk it runs. `None` when there is nothing to take; else
+    /// the victim, when it holds nothing any more and must be sent its range again.
     fn steal_held(&mut self, thief: usize, gates: &impl Gates) -> Option<Option<usize>> {
-        for _ in 0..STEAL_TRIES {
-            let unstarted = |v: usize| {
+        let mut victims: Vec<(usize, usize)> = (0..self.held.len())
+            .filter(|&v| v != thief && !self.held[v].is_empty())
+            .map(|v| {
                 let word = gates.gate(v).load();
-                self.held[v]
+                let unstarted = self.held[v]
                     .iter()
                     .map(|c| word.unclaimed(c.seq, c.range.len()))
-                    .sum::<usize>()
-            };
-            let (victim, most) = (0..self.held.len())
-                .filter(|&v| v != thief)
-                .map(|v| (v, unstarted(v)))
-                .max_by_key(|&(_, n)| n)?;
-            if most == 0 {
-                return None;
+                    .sum::<usize>();
+                (v, unstarted)
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        victims.sort_by_key(|&(v, n)| (std::cmp::Reverse(n), v));
+        for (victim, _) in victims {
+            for _ in 0..STEAL_TRIES {
+                match self.take_from(thief, victim, gates.gate(victim)) {
+                    Take::Took(refill) => return Some(refill),
+                    Take::Nothing => break,
+                    // The victim moved on between our look and our swap: look again.
+                    Take::Raced => {}
+                }
             }
-            let gate = gates.gate(victim);
-            let word = gate.load();
-            let queue = &mut self.held[victim];
-            let first_unopened = queue.iter().position(|c| word.ahead(c.seq) > 0);
-            if let Some(k) = first_unopened {
-                let (first, last) = (queue[k].seq, queue.back().map_or(0, |c| c.seq));
-                if !gate.close(first, last) {
-                    // The worker opened it meanwhile (or too many are skipped): look again.
-                    continue;
-                }
-                let mut closed: Vec<Range<usize>> = queue.drain(k..).map(|c| c.range).collect();
-                let last_range = closed.pop().unwrap_or(0..0);
-                for r in closed.into_iter().rev() {
-                    self.requeued.push_front(r);
-                }
-                let mid = last_range.end - last_range.len().div_ceil(2);
-                self.ranges[thief] = mid..last_range.end;
-                if mid == last_range.start {
-                    return Some(None);
-                }
-                if self.ranges[victim].is_empty() {
-                    self.ranges[victim] = last_range.start..mid;
-                    return Some((self.held[victim].len() < IN_FLIGHT).then_some(victim));
-                }
-                self.requeued.push_front(last_range.start..mid);
-                return Some(None);
-            }
-            let Some(open) = queue.iter().position(|c| word.ahead(c.seq) == 0) else {
-                continue;
-            };
-            let chunk = &mut queue[open];
-            let Some(taken) = gate.split(chunk.seq) else {
-                continue;
-            };
-            let start = chunk.range.start;
-            chunk.range.end = start + taken.start;
-            if chunk.range.is_empty() {
-                // The worker claimed none of it: it sends no batch for this chunk.
-                queue.remove(open);
-            }
-            self.ranges[thief] = start + taken.start..start + taken.end;
-            return Some(None);
         }
         None
+    }
+
+    /// One attempt at taking from `victim` (see [`steal_held`](Scheduler::steal_held)).
+    fn take_from(&mut self, thief: usize, victim: usize, gate: Gate<'_>) -> Take {
+        let word = gate.load();
+        let queue = &self.held[victim];
+        let open = queue.iter().position(|c| word.ahead(c.seq) == 0);
+        let open_unclaimed = open.map_or(0, |k| word.unclaimed(queue[k].seq, 0));
+        if let Some(k) = queue.iter().position(|c| word.ahead(c.seq) > 0) {
+            let unopened: usize = queue.iter().skip(k).map(|c| c.range.len()).sum();
+            if open.is_none() && unopened < 2 {
+                // It runs nothing and is about to start its last position: moving that
+                // gains nothing.
+                return Take::Nothing;
+            }
+            let (first, last) = (queue[k].seq, queue.back().map_or(0, |c| c.seq));
+            if gate.close(first, last) {
+                let closed: Vec<Range<usize>> =
+                    self.held[victim].drain(k..).map(|c| c.range).collect();
+                // Chunks cut one after another from a range join up again; any other (from
+                // `requeued`) goes back there.
+                let mut joined = closed[0].clone();
+                for r in &closed[1..] {
+                    if r.start == joined.end {
+                        joined.end = r.end;
+                    } else {
+                        self.requeued
+                            .push_front(std::mem::replace(&mut joined, r.clone()));
+                    }
+                }
+                let mid = joined.end - joined.len().div_ceil(2);
+                self.ranges[thief] = mid..joined.end;
+                if mid > joined.start {
+                    // Every range is empty when held work is stolen, the victim's too.
+                    self.ranges[victim] = joined.start..mid;
+                }
+                let idle = self.held[victim].is_empty();
+                return Take::Took((idle && !self.ranges[victim].is_empty()).then_some(victim));
+            }
+            if gate.load().ahead(first) <= 0 {
+                return Take::Raced;
+            }
+            // Refused with the chunks still unopened: too many are skipped already. The
+            // chunk it runs can still be split.
+        }
+        let Some(k) = open else {
+            return Take::Nothing;
+        };
+        if self.task_ns > 0.0 && (open_unclaimed as f64) * self.task_ns < MIN_STEAL_NS {
+            // Less work than the round trip it takes to move it.
+            return Take::Nothing;
+        }
+        let chunk = &mut self.held[victim][k];
+        let Some(taken) = gate.split(chunk.seq) else {
+            return Take::Raced;
+        };
+        let start = chunk.range.start;
+        chunk.range.end = start + taken.start;
+        if chunk.range.is_empty() {
+            // The worker claimed none of it: it sends no batch for this chunk.
+            self.held[victim].remove(k);
+        }
+        self.ranges[thief] = start + taken.start..start + taken.end;
+        Take::Took(None)
     }
 
     fn chunk_len(&self, w: usize, available: usize) -> usize {

@@ -56,7 +56,12 @@ enum Event {
     Step(usize),
     /// The coordinator has handled a batch of worker `w`: `start`, `n`, busy time.
     Handled(usize, usize, usize, u64),
+    /// The coordinator's periodic look at its workers (`TICK` in `pool/run.rs`).
+    Tick,
 }
+
+/// The coordinator's tick, as in `pool/run.rs`.
+const TICK_NS: u64 = 10_000_000;
 
 #[derive(Debug, Default)]
 struct Sim {
@@ -99,6 +104,7 @@ pub(super) fn simulate(p: &Params) -> Report {
             );
         }
     }
+    sim.at(TICK_NS, Event::Tick);
     while let Some(Reverse((t, _, event))) = sim.queue.pop() {
         match event {
             Event::Order(w, seq, start, end) => {
@@ -144,6 +150,21 @@ pub(super) fn simulate(p: &Params) -> Report {
                             break;
                         }
                     }
+                }
+            }
+            Event::Tick => {
+                if done < n {
+                    for w in 0..p.workers {
+                        if sched.held(w).is_empty() {
+                            for (v, c) in sched.fill(w, &board) {
+                                sim.at(
+                                    t + p.latency_ns,
+                                    Event::Order(v, c.seq, c.range.start, c.range.end),
+                                );
+                            }
+                        }
+                    }
+                    sim.at(t + TICK_NS, Event::Tick);
                 }
             }
             Event::Handled(w, start, k, busy) => {

@@ -221,11 +221,21 @@ fn an_idle_worker_takes_back_a_queued_chunk_split_in_two() {
     );
     assert!(g.gate(1).open(2, 2));
     s.complete(1, 10, 2).unwrap();
-    // Idle now: it takes the back half of worker 0's queued chunk, worker 0 the front.
+    // Idle now: it takes the back half of worker 0's queued chunk; worker 0 keeps the
+    // front half as its range, for when it is done with the chunk it runs.
     let sent = s.fill(1, &g);
     let ranges: Vec<_> = sent.iter().map(|(v, c)| (*v, c.range.clone())).collect();
-    assert_eq!(ranges, vec![(0, 4..5), (1, 5..6)]);
+    assert_eq!(ranges, vec![(1, 5..6)]);
+    assert_eq!(s.ranges[0], 4..5);
     assert!(!g.gate(0).open(2, 2), "the queued chunk was taken back");
+    while g.gate(0).claim(1).is_some() {}
+    s.complete(0, 0, 4).unwrap();
+    let sent: Vec<_> = s
+        .fill(0, &g)
+        .into_iter()
+        .map(|(v, c)| (v, c.range))
+        .collect();
+    assert_eq!(sent, vec![(0, 4..5)]);
     assert!(g.gate(0).open(3, 1));
 }
 
@@ -512,4 +522,81 @@ fn a_streaming_window_bounds_what_is_handed_out_and_keeps_workers_busy() {
             );
         }
     }
+}
+
+/// Runs out what worker `w` holds, as its process would, and reports each batch.
+fn drain_worker(s: &mut Scheduler, g: &Board, w: usize) {
+    while let Some(c) = s.held(w).front().cloned() {
+        let gate = g.gate(w);
+        if gate.open(c.seq, c.range.len()) {
+            let mut k = 0;
+            while gate.claim(c.seq).is_some() {
+                k += 1;
+            }
+            if k > 0 {
+                s.complete(w, c.range.start, k).unwrap();
+            }
+        }
+    }
+}
+
+fn unstarted(s: &Scheduler, g: &Board, w: usize) -> usize {
+    let word = g.gate(w).load();
+    s.held(w)
+        .iter()
+        .map(|c| word.unclaimed(c.seq, c.range.len()))
+        .sum()
+}
+
+#[test]
+fn a_victim_stuck_in_one_task_is_drained_however_many_steals_it_takes() {
+    // Found in review: every take-back re-sent the victim its front half, until its gate
+    // could skip no more chunks and the thief gave up for good.
+    let g = board(2);
+    let c = 1 << 17;
+    let mut s = Scheduler::new(4 * c, 2, Some(c));
+    s.fill(0, &g);
+    s.fill(1, &g);
+    assert!(g.gate(0).open(1, c));
+    assert_eq!(g.gate(0).claim(1), Some(0)); // and it never finishes
+    for round in 0.. {
+        drain_worker(&mut s, &g, 1);
+        let sent = s.fill(1, &g);
+        let left = unstarted(&s, &g, 0) + s.ranges[0].len();
+        assert!(
+            !sent.is_empty() || left == 0,
+            "round {round}: worker 1 idle while worker 0 holds {left} unstarted positions"
+        );
+        if left == 0 {
+            break;
+        }
+        assert!(round < 1000, "no end in sight");
+    }
+}
+
+#[test]
+fn a_victim_whose_unopened_chunks_are_all_taken_gets_its_front_half_back() {
+    // Found in review: a victim that had not read its socket yet lost everything and,
+    // holding nothing, was never sent anything again.
+    let g = board(3);
+    let mut s = Scheduler::new(6, 3, Some(1));
+    for w in 0..3 {
+        s.fill(w, &g);
+    }
+    assert!(g.gate(2).open(1, 1));
+    assert_eq!(g.gate(2).claim(1), Some(0)); // worker 2 runs position 4; 5 is queued
+    drain_worker(&mut s, &g, 1);
+    let sent: Vec<_> = s
+        .fill(1, &g)
+        .iter()
+        .map(|(v, c)| (*v, c.range.clone()))
+        .collect();
+    assert!(
+        sent.iter().any(|(v, _)| *v == 0) || !s.held(0).is_empty(),
+        "worker 0 holds nothing and was sent nothing: {sent:?}"
+    );
+    assert!(
+        sent.iter().any(|(v, _)| *v == 1),
+        "the thief got nothing: {sent:?}"
+    );
 }

@@ -9,7 +9,7 @@ use ndarray::{ArrayBase, ArrayRef, ArrayView, ArrayViewMut, Data, Dimension, Int
 
 use super::{Layout, Segment};
 use crate::error::Error;
-use crate::sync::{ReadHold, SlotCache, WriteHold};
+use crate::sync::{Busy, ReadHold, SlotCache, WriteHold};
 
 /// An n-dimensional array of plain-old-data elements in shared memory, visible to every
 /// worker forked after it was made, without a copy.
@@ -121,13 +121,55 @@ impl<A: Pod, D: Dimension> SharedArray<A, D> {
     /// [`ArrayView`] bounded by the guard.
     ///
     /// Taking `read` while the same thread holds [`write`](Self::write) deadlocks, as with
-    /// `std::sync::RwLock`.
+    /// `std::sync::RwLock`. Beyond 1024 processes holding read guards at the same
+    /// instant, `read` waits for one of them to drop its last guard
+    /// ([`try_read`](Self::try_read) returns an error instead); readers that come and go
+    /// never run out of slots, however many processes there are.
     pub fn read(&self) -> ReadGuard<'_, A, D> {
         let hold = self.seg.header().lock.read(&self.slots);
         // SAFETY: the read hold excludes writers in every process until `hold` drops,
         // and the guard keeps both together; the pointer and shape come from our segment.
         let view = unsafe { ArrayView::from_shape_ptr(self.dim.clone(), self.data()) };
         ReadGuard { view, hold }
+    }
+
+    /// Takes a shared hold only if that needs no waiting: no writer holds or waits for
+    /// the lock, and a reader slot is free. Up to 1024 processes can hold read guards on
+    /// one array at the same instant (a process takes a slot with its first guard and
+    /// gives it back with its last); [`read`](Self::read) waits for a slot beyond that.
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] naming the segment and the reason (a writer, or every
+    /// reader slot held by another live process).
+    ///
+    /// # Examples
+    /// ```
+    /// let a = forkmap::SharedArray::<u8, _>::zeros(4)?;
+    /// assert_eq!(a.try_read()?[0], 0);
+    /// let w = a.write();
+    /// assert!(matches!(a.try_read(), Err(forkmap::Error::WouldBlock { .. })));
+    /// # drop(w);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn try_read(&self) -> Result<ReadGuard<'_, A, D>, Error> {
+        let hold = self
+            .seg
+            .header()
+            .lock
+            .try_read(&self.slots)
+            .map_err(|busy| Error::WouldBlock {
+                segment: self.seg.label().to_string(),
+                reason: match busy {
+                    Busy::Writer => "a writer holds the lock or waits for it",
+                    Busy::Slots => {
+                        "every reader slot (1024) is held by another live process; \
+                         read() waits for one"
+                    }
+                },
+            })?;
+        // SAFETY: as in `read`: the hold excludes writers until it drops.
+        let view = unsafe { ArrayView::from_shape_ptr(self.dim.clone(), self.data()) };
+        Ok(ReadGuard { view, hold })
     }
 
     /// Takes the exclusive (write) hold: it waits until no process reads or writes, then
@@ -389,5 +431,10 @@ impl<A: Pod, D: Dimension> SharedArray<A, D> {
     /// The segment holding the array.
     pub(super) fn segment(&self) -> &Segment {
         &self.seg
+    }
+
+    /// The segment holding the array, to change what it knows of its name.
+    pub(super) fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.seg
     }
 }

@@ -1,7 +1,9 @@
 //! Arrays made in a worker, owned by the parent: a `SharedArray` in a task's result
 //! travels as its segment's file descriptor (`SCM_RIGHTS` on the worker's side socket),
-//! never as a copy and never under a name that could leak. Type and shape travel in the
-//! segment's header and are checked on arrival.
+//! never as a copy. Type and shape travel in the segment's header and are checked on
+//! arrival. A named array (made with `create_named` in the task) travels with its name:
+//! the worker stops owning it when it is serialised, and the parent adopts it if
+//! `/dev/shm/<name>` is still that file, so the parent's drop removes it.
 //!
 //! Serialisation only works inside forkmap's own result path, which opens a context
 //! around it: the worker collects the descriptors of the arrays it serialises
@@ -73,7 +75,8 @@ impl<A: Pod, D: Dimension> Serialize for SharedArray<A, D> {
             Ok(list.len() as u32 - 1)
         });
         match index {
-            Ok(index) => s.serialize_u32(index),
+            // A named array keeps its name, and the duty to remove it moves to the parent.
+            Ok(index) => (index, self.segment().hand_over_name()).serialize(s),
             Err(message) => Err(serde::ser::Error::custom(message)),
         }
     }
@@ -83,7 +86,8 @@ impl<'de, A: Pod, D: Dimension> Deserialize<'de> for SharedArray<A, D> {
     /// Only inside forkmap's result path: takes the descriptor that came with the message
     /// and maps the segment, checking element type and dimensionality against the header.
     fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
-        let index = u32::deserialize(d)? as usize;
+        let (index, name) = <(u32, Option<String>)>::deserialize(d)?;
+        let index = index as usize;
         let taken = INCOMING.with(|i| -> Result<OwnedFd, String> {
             let mut i = i.borrow_mut();
             let incoming = i.as_mut().ok_or(
@@ -102,6 +106,12 @@ impl<'de, A: Pod, D: Dimension> Deserialize<'de> for SharedArray<A, D> {
             File::from(fd),
             format!("memfd received from a worker (descriptor {index})"),
         )
+        .map(|mut array| {
+            if let Some(name) = name {
+                array.segment_mut().adopt_name(&name);
+            }
+            array
+        })
         .map_err(|e| {
             let message = e.to_string();
             INCOMING.with(|i| {

@@ -39,7 +39,12 @@ pub(crate) struct Header {
     shape: [u64; MAX_DIMS],
     data_offset: u64,
     data_len: u64,
-    reserved: [u64; 4],
+    /// Pid of the process that created the segment (0 in segments of older builds).
+    creator_pid: u64,
+    /// That process's start time, clock ticks after boot (0 when unknown), so a later
+    /// process given the same pid is not taken for the creator.
+    creator_start: u64,
+    reserved: [u64; 2],
     pub(crate) lock: RawRwLock,
 }
 
@@ -138,8 +143,14 @@ impl Segment {
             .checked_add(data_len)
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or_else(too_big)?;
-        let file = sys::memfd_reserved("forkmap", total)
-            .map_err(|e| Error::shm(label.clone(), "reserve memory", e))?;
+        sys::fds::raise_nofile_limit();
+        let file = sys::memfd_reserved("forkmap", total).map_err(|e| {
+            if sys::fds::is_exhaustion(&e) {
+                Error::shm(label.clone(), "create it", sys::fds::explain(e))
+            } else {
+                Error::shm(label.clone(), "reserve memory", e)
+            }
+        })?;
         let map = MmapOptions::new()
             .len(total)
             .map_raw(&file)
@@ -205,6 +216,11 @@ impl Segment {
             label,
             named: None,
         })
+    }
+
+    /// How errors name this segment.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -346,6 +362,9 @@ unsafe fn write_header(header: *mut Header, layout: &Layout, data_len: usize) ->
         (&raw mut (*header).shape).write(shape);
         (&raw mut (*header).data_offset).write(layout.data_offset() as u64);
         (&raw mut (*header).data_len).write(data_len as u64);
+        let (pid, start) = sys::self_identity();
+        (&raw mut (*header).creator_pid).write(pid as u64);
+        (&raw mut (*header).creator_start).write(start);
         RawRwLock::init(&raw mut (*header).lock)?;
         (*header).magic.store(MAGIC, Ordering::Release);
     }
@@ -414,6 +433,17 @@ impl Header {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the magic number says this is a complete forkmap header (`Acquire`: the
+    /// rest of the header is then visible).
+    pub(crate) fn is_complete(&self) -> bool {
+        self.magic.load(Ordering::Acquire) == MAGIC
+    }
+
+    /// The creating process's pid and start time, when recorded.
+    pub(crate) fn creator(&self) -> Option<(sys::Pid, u64)> {
+        (self.creator_pid != 0).then_some((self.creator_pid as sys::Pid, self.creator_start))
     }
 
     pub(crate) fn shape(&self) -> Vec<usize> {

@@ -11,6 +11,7 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytemuck::Pod;
 use memmap2::MmapOptions;
@@ -29,6 +30,9 @@ pub(crate) struct Name {
     name: String,
     path: PathBuf,
     owner: Option<Owner>,
+    /// Set when the array went to the parent in a task's result: the parent owns the
+    /// name from then on, and this process must not remove it.
+    handed_over: AtomicBool,
 }
 
 /// Who removes the name: the creating process, and only while the name still refers to
@@ -45,6 +49,9 @@ impl Drop for Name {
         let Some(owner) = &self.owner else {
             return;
         };
+        if self.handed_over.load(Ordering::SeqCst) {
+            return;
+        }
         // A forked copy of the owner's handle is not the owner.
         if sys::getpid() != owner.pid {
             return;
@@ -87,6 +94,51 @@ fn check_name(name: &str) -> Result<(), Error> {
     ))
 }
 
+/// What `create_named` says when the name is taken: what it probably is, and the ways
+/// out. The source keeps the kind `AlreadyExists`.
+fn exists_error(name: &str, path: &std::path::Path) -> Error {
+    let creator = sys::open_existing(path)
+        .ok()
+        .and_then(|file| {
+            Segment::attach(file, name.into(), |h, _| {
+                if h.is_complete() {
+                    Ok(())
+                } else {
+                    Err(Error::Mismatch {
+                        segment: name.into(),
+                        message: String::new(),
+                    })
+                }
+            })
+            .ok()
+        })
+        .map(|seg| seg.header().creator());
+    let what = match creator {
+        Some(Some((pid, start))) if sys::same_process_running(pid, start) => {
+            format!("a forkmap segment whose creator (pid {pid}) still runs")
+        }
+        Some(Some((pid, _))) => format!(
+            "a stale forkmap segment: its creator (pid {pid}) is gone, killed before it \
+             could remove the name; SharedArray::remove_stale_named or \
+             create_named_replacing_stale removes it"
+        ),
+        Some(None) => "a forkmap segment of unknown creator".to_string(),
+        None => "a file that is not a complete forkmap segment".to_string(),
+    };
+    Error::shm(
+        name,
+        "create it",
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists already: {what}; if no program uses it, `rm {}` removes it",
+                path.display(),
+                path.display()
+            ),
+        ),
+    )
+}
+
 /// The error for freezing a named segment.
 pub(super) fn cannot_freeze(label: &str) -> Error {
     Error::shm(
@@ -127,7 +179,14 @@ impl Segment {
             Error::shm(name, "size it", io::Error::from(io::ErrorKind::OutOfMemory))
         })?;
         let path = path_of(name);
-        let file = sys::create_exclusive(&path).map_err(|e| Error::shm(name, "create it", e))?;
+        sys::fds::raise_nofile_limit();
+        let file = sys::create_exclusive(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                exists_error(name, &path)
+            } else {
+                Error::shm(name, "create it", sys::fds::explain(e))
+            }
+        })?;
         let meta = match file.metadata() {
             Ok(meta) => meta,
             Err(e) => {
@@ -144,6 +203,7 @@ impl Segment {
                 dev: meta.dev(),
                 ino: meta.ino(),
             }),
+            handed_over: AtomicBool::new(false),
         };
         sys::reserve(&file, total).map_err(|e| Error::shm(name, "reserve memory", e))?;
         let map = MmapOptions::new()
@@ -179,8 +239,99 @@ impl Segment {
             name: name.into(),
             path: path_of(name),
             owner: None,
+            handed_over: AtomicBool::new(false),
         }));
         Ok(seg)
+    }
+
+    /// For an array sent to the parent in a task's result: the name goes with it, and
+    /// the sending process no longer removes it. `None` for an anonymous array or one
+    /// this process only opened (whose name is not its to give).
+    pub(crate) fn hand_over_name(&self) -> Option<&str> {
+        let named = self.named.as_ref()?;
+        named.owner.as_ref()?;
+        named.handed_over.store(true, Ordering::SeqCst);
+        Some(&named.name)
+    }
+
+    /// In the parent, for an array received with a name: takes over the duty to remove
+    /// it, if `/dev/shm/<name>` is still this very file (device and inode).
+    pub(crate) fn adopt_name(&mut self, name: &str) {
+        if check_name(name).is_err() {
+            return;
+        }
+        let path = path_of(name);
+        let (Ok(ours), Ok(there)) = (self.file.metadata(), std::fs::symlink_metadata(&path)) else {
+            return;
+        };
+        if ours.dev() != there.dev() || ours.ino() != there.ino() {
+            return;
+        }
+        self.label = name.into();
+        self.named = Some(Box::new(Name {
+            name: name.into(),
+            path,
+            owner: Some(Owner {
+                pid: sys::getpid(),
+                dev: ours.dev(),
+                ino: ours.ino(),
+            }),
+            handed_over: AtomicBool::new(false),
+        }));
+    }
+
+    /// Removes `/dev/shm/<name>` if it is a forkmap segment whose creator no longer runs.
+    /// `Ok(false)` when there is nothing under the name.
+    pub(crate) fn remove_stale_named(name: &str) -> Result<bool, Error> {
+        check_name(name)?;
+        let path = path_of(name);
+        let refuse = |why: String| {
+            Error::shm(
+                name,
+                "remove it as stale",
+                io::Error::new(io::ErrorKind::ResourceBusy, why),
+            )
+        };
+        let file = match sys::open_existing(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::shm(name, "open it", e)),
+        };
+        let seg = Segment::attach(file, name.into(), |h, _| {
+            if h.is_complete() {
+                Ok(())
+            } else {
+                Err(refuse(
+                    "it is not a complete forkmap segment; left alone".into(),
+                ))
+            }
+        })
+        .map_err(|e| match e {
+            Error::Mismatch { message, .. } => refuse(format!("{message}; left alone")),
+            e => e,
+        })?;
+        let (pid, start) = seg.header().creator().ok_or_else(|| {
+            refuse("it does not record its creator (made by an older forkmap); left alone".into())
+        })?;
+        if sys::same_process_running(pid, start) {
+            return Err(refuse(format!("its creator (pid {pid}) still runs")));
+        }
+        // Remove the name only while it still is the file judged stale.
+        let ours = seg
+            .file
+            .metadata()
+            .map_err(|e| Error::shm(name, "read its inode", e))?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(there) if there.dev() == ours.dev() && there.ino() == ours.ino() => {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(Error::shm(name, "remove it", e)),
+                }
+            }
+            // Replaced or removed meanwhile by someone else: not ours to judge.
+            _ => Ok(false),
+        }
     }
 
     /// The segment's name in `/dev/shm`, if it has one.
@@ -302,11 +453,76 @@ impl<A: Pod, D: Dimension> SharedArray<A, D> {
         Ok(SharedArray::from_segment(seg, dim))
     }
 
+    /// As [`create_named`](Self::create_named), but a stale segment under `name` (one
+    /// whose creating process no longer runs: it was killed before it could remove the
+    /// name) is removed first. A segment whose creator still runs, or a file that is not
+    /// a forkmap segment, is left alone and the call fails. Processes that still have
+    /// the stale segment open keep their mapping of it; they no longer share memory with
+    /// the new one.
+    ///
+    /// # Errors
+    /// As [`create_named`](Self::create_named); [`Error::Shm`] with kind `ResourceBusy`
+    /// when the segment under `name` is not stale.
+    ///
+    /// # Examples
+    /// ```
+    /// use forkmap::SharedArray;
+    ///
+    /// let name = format!("forkmap-doc-stale-{}", std::process::id());
+    /// let first = SharedArray::<u8, _>::create_named(&name, 4)?;
+    /// // Its creator (this process) runs: nothing is replaced.
+    /// assert!(SharedArray::<u8, _>::create_named_replacing_stale(&name, 4).is_err());
+    /// # drop(first);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn create_named_replacing_stale<Sh: IntoDimension<Dim = D>>(
+        name: &str,
+        shape: Sh,
+    ) -> Result<Self, Error> {
+        let dim = shape.into_dimension();
+        let layout = Layout::of::<A>(dim.slice());
+        match Segment::create_named(&layout, name) {
+            Err(Error::Shm { ref source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                Segment::remove_stale_named(name)?;
+                let seg = Segment::create_named(&layout, name)?;
+                Ok(SharedArray::from_segment(seg, dim))
+            }
+            Ok(seg) => Ok(SharedArray::from_segment(seg, dim)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The array's name in `/dev/shm`, for one made by
     /// [`create_named`](Self::create_named) (or `_unique`) or
     /// [`open_named`](Self::open_named); `None` for an anonymous array.
     pub fn name(&self) -> Option<&str> {
         self.segment().name()
+    }
+}
+
+impl SharedArray<u8, ndarray::Ix1> {
+    /// Removes the segment `/dev/shm/<name>` if it is stale: a forkmap segment whose
+    /// creating process no longer runs (killed before its drop could remove the name:
+    /// `SIGKILL`, or a `SIGINT`/`SIGTERM` during a `map`, which re-raises the signal and
+    /// runs no destructor). Returns whether a segment was removed (`false` when nothing
+    /// is under the name). Callable with any element type's name; the type here only
+    /// anchors the function.
+    ///
+    /// # Errors
+    /// [`Error::Shm`] for an invalid name, a segment whose creator still runs (kind
+    /// `ResourceBusy`), a file that is not a complete forkmap segment or does not record
+    /// its creator (left alone: remove it by hand if you know it is stale), or a failed
+    /// removal.
+    ///
+    /// # Examples
+    /// ```
+    /// use forkmap::SharedArray;
+    ///
+    /// assert!(!SharedArray::remove_stale_named("forkmap-doc-never-made")?);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn remove_stale_named(name: &str) -> Result<bool, Error> {
+        Segment::remove_stale_named(name)
     }
 }
 

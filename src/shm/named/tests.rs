@@ -129,7 +129,10 @@ fn missing_segment() {
     assert_eq!(shm_kind(&err), io::ErrorKind::NotFound);
     assert_eq!(
         err.to_string(),
-        format!("shared memory segment {name}: could not open it")
+        format!(
+            "shared memory segment {name}: could not open it: No such file or directory \
+             (os error 2)"
+        )
     );
 }
 
@@ -213,10 +216,21 @@ fn name_collision() {
     let name = first.name().unwrap();
     let err = SharedArray::<u8, _>::create_named(name, 3).unwrap_err();
     assert_eq!(shm_kind(&err), io::ErrorKind::AlreadyExists);
-    assert_eq!(
-        err.to_string(),
-        format!("shared memory segment {name}: could not create it")
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "shared memory segment {name}: could not create it: /dev/shm/{name} exists \
+             already: a forkmap segment whose creator (pid {}) still runs",
+            std::process::id()
+        )),
+        "{text}"
     );
+    assert!(text.contains(&format!("`rm /dev/shm/{name}`")), "{text}");
+    // Not stale: neither removal nor replacement touches it.
+    let err = SharedArray::remove_stale_named(name).unwrap_err();
+    assert_eq!(shm_kind(&err), io::ErrorKind::ResourceBusy);
+    let err = SharedArray::<u8, _>::create_named_replacing_stale(name, 3).unwrap_err();
+    assert_eq!(shm_kind(&err), io::ErrorKind::ResourceBusy);
     // The refused creator removed nothing: the first segment is intact and still named.
     let again = SharedArray::<u8, _>::open_named(name, 3).unwrap();
     assert_eq!(again.read()[1], 5);
@@ -224,6 +238,13 @@ fn name_collision() {
     let (_f, foreign) = Foreign::new(b"x");
     let err = SharedArray::<u8, _>::create_named(&foreign, 3).unwrap_err();
     assert_eq!(shm_kind(&err), io::ErrorKind::AlreadyExists);
+    assert!(
+        err.to_string().contains("not a complete forkmap segment"),
+        "{err}"
+    );
+    // Nor removed as stale.
+    let err = SharedArray::<u8, _>::create_named_replacing_stale(&foreign, 3).unwrap_err();
+    assert_eq!(shm_kind(&err), io::ErrorKind::ResourceBusy);
     assert_eq!(std::fs::read(path_of(&foreign)).unwrap(), b"x");
 }
 
