@@ -6,6 +6,9 @@
 //! The Python original loads with `np.loadtxt`, copies into a `SharedMemory` block, passes
 //! name, shape and dtype back by hand, and must remember to `unlink`.
 //!
+//! The row type is declared here, with `#[derive(forkmap::Row)]`, as any user would: its
+//! fields are the file's columns, `_pad` is the padding numpy and HDF5 see as a hole.
+//!
 //! ```text
 //! cargo run --release --example loadtxt_hdf5 [--features hdf5] -- [FILE ...]
 //!     [--generate FILES ROWS] [--dir DIR] [--out PATH] [--workers N]
@@ -16,10 +19,40 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use forkmap::ndarray::Ix1;
-use forkmap::{Pool, Record, SharedArray, records};
+use forkmap::text::{self, Format};
+use forkmap::{Pool, SharedArray, records};
+
+/// One row of the tutorial's files: numpy's `[('chr', 'S10'), ('pos', '<i4'), ('pct',
+/// '<f4'), ('c', '<i4'), ('t', '<i4')]` with C's alignment (itemsize 28).
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, forkmap::Row)]
+#[repr(C)]
+struct Methylation {
+    chr: [u8; 10],
+    _pad: [u8; 2],
+    pos: i32,
+    pct: f32,
+    c: i32,
+    t: i32,
+}
+
+impl std::fmt::Display for Methylation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self
+            .chr
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.chr.len());
+        let chr = String::from_utf8_lossy(&self.chr[..len]);
+        write!(
+            f,
+            "{chr}\t{}\t{}\t{}\t{}",
+            self.pos, self.pct, self.c, self.t
+        )
+    }
+}
 
 /// A file's rows in shared memory, the seconds its parsing took, and when it finished.
-type Loaded = (SharedArray<Record, Ix1>, f64, f64);
+type Loaded = (SharedArray<Methylation, Ix1>, f64, f64);
 
 struct Args {
     files: Vec<PathBuf>,
@@ -97,7 +130,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let loaded: Vec<Result<Loaded, String>> = pool.map(0..files.len(), |i| {
         let t = Instant::now();
-        let array = records::load_shared(&files[i]).map_err(|e| e.to_string())?;
+        let array = text::load_shared::<Methylation>(&files[i], &Format::whitespace())
+            .map_err(|e| e.to_string())?;
         Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
     })?;
     let received = wall_clock();
@@ -154,7 +188,8 @@ fn generate(
     let missing: Vec<usize> = (0..files).filter(|&i| !paths[i].exists()).collect();
     if !missing.is_empty() {
         let t = Instant::now();
-        // Generating is itself a parallel map; each task writes its own file.
+        // Generating is itself a parallel map; each task writes its own file (forkmap's
+        // sample generator of the tutorial's rows).
         let made = Pool::new().map(missing.iter().copied(), |i| {
             records::write_sample(&paths[i], rows, i as u64 + 1).map_err(|e| e.to_string())
         })?;
@@ -177,7 +212,7 @@ fn dataset_name(file: &Path) -> String {
 #[cfg(feature = "hdf5")]
 fn write(
     files: &[PathBuf],
-    arrays: &[SharedArray<Record, Ix1>],
+    arrays: &[SharedArray<Methylation, Ix1>],
     out: Option<&Path>,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let out = out.map_or_else(
@@ -186,7 +221,7 @@ fn write(
     );
     let writer = forkmap::h5::Writer::create(&out)?;
     for (file, a) in files.iter().zip(arrays) {
-        writer.write_records(&dataset_name(file), a.read().view())?;
+        writer.write(&dataset_name(file), a.read().view())?;
     }
     writer.close()?;
     Ok(format!(
@@ -198,7 +233,7 @@ fn write(
 #[cfg(not(feature = "hdf5"))]
 fn write(
     files: &[PathBuf],
-    arrays: &[SharedArray<Record, Ix1>],
+    arrays: &[SharedArray<Methylation, Ix1>],
     out: Option<&Path>,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let dir = out.map_or_else(
@@ -207,43 +242,11 @@ fn write(
     );
     std::fs::create_dir_all(&dir)?;
     for (file, a) in files.iter().zip(arrays) {
-        write_npy(
-            &dir.join(format!("{}.npy", dataset_name(file))),
-            &a.read().view(),
-        )?;
+        let path = dir.join(format!("{}.npy", dataset_name(file)));
+        forkmap::npy::write(path, a.read().view())?;
     }
     Ok(format!(
         "{}/*.npy (build with --features hdf5 for HDF5)",
         dir.display()
     ))
-}
-
-/// Writes records as a `.npy` file with numpy's structured dtype for [`Record`], which
-/// `np.load` reads back as the tutorial's array.
-#[cfg(not(feature = "hdf5"))]
-fn write_npy(path: &Path, rows: &forkmap::ndarray::ArrayView1<'_, Record>) -> std::io::Result<()> {
-    use std::io::Write;
-    // The list form numpy writes for a padded struct: the unnamed void field is padding.
-    let descr = "[('chr', '|S10'), ('', '|V2'), ('pos', '<i4'), ('pct', '<f4'), ('c', '<i4'), ('t', '<i4')]";
-    let mut header = format!(
-        "{{'descr': {descr}, 'fortran_order': False, 'shape': ({},), }}",
-        rows.len()
-    );
-    // Magic (6) + version (2) + length (2) + header + '\n', padded to a multiple of 64.
-    let total = (10 + header.len() + 1).next_multiple_of(64);
-    header.push_str(&" ".repeat(total - 10 - header.len() - 1));
-    header.push('\n');
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    out.write_all(b"\x93NUMPY\x01\x00")?;
-    out.write_all(&(header.len() as u16).to_le_bytes())?;
-    out.write_all(header.as_bytes())?;
-    match rows.as_slice() {
-        Some(slice) => out.write_all(bytemuck::cast_slice(slice))?,
-        None => {
-            for r in rows {
-                out.write_all(bytemuck::bytes_of(r))?;
-            }
-        }
-    }
-    out.flush()
 }

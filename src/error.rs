@@ -42,6 +42,23 @@ pub enum Error {
         /// The task it was running, `(index, position)`, when known.
         task: Option<(usize, usize)>,
     },
+    /// A worker stayed stopped (by `SIGSTOP`, or `SIGTTIN` for a task that reads the
+    /// terminal) with tasks in hand for longer than forkmap waits (5 s); it was killed
+    /// and its tasks were run elsewhere, and this is what remained after the retries.
+    #[error(
+        "worker {worker} (pid {pid}) was stopped for {stopped_for:.1?}{}; it was killed",
+        describe_task(*.task)
+    )]
+    WorkerStopped {
+        /// The worker (0-based).
+        worker: usize,
+        /// Its process id.
+        pid: i32,
+        /// The task it was running, `(index, position)`, when known.
+        task: Option<(usize, usize)>,
+        /// How long it had been seen stopped.
+        stopped_for: std::time::Duration,
+    },
     /// A task ran past the pool's `task_timeout` (on every attempt the retry policy
     /// allowed); its worker was killed.
     #[error(
@@ -69,7 +86,9 @@ pub enum Error {
         /// Tasks in the call.
         total: usize,
     },
-    /// A task's result could not be sent back: it failed to serialize.
+    /// A task's result could not be brought back: its `Serialize` failed or panicked in
+    /// the worker, it could not be sent, or it could not be decoded in the coordinator
+    /// (the message says which). It is about this task alone; it is not retried.
     #[error("worker {worker} (pid {pid}) could not send the result of task {index}: {message}")]
     ResultNotSent {
         /// The task whose result could not be sent.
@@ -142,7 +161,8 @@ pub enum Error {
         /// What differed, with both values.
         message: String,
     },
-    /// A text file had a malformed row (see [`records`](crate::records)).
+    /// A text file had a malformed row (see [`text`](crate::text)): the message names the
+    /// field, what was expected and what was found.
     #[error("{}:{line}:{column}: {message}", path.display())]
     Parse {
         /// The file.
@@ -152,6 +172,32 @@ pub enum Error {
         /// The column in bytes, counting from 1.
         column: usize,
         /// What is wrong there.
+        message: String,
+    },
+    /// A text file has a line longer than the format's limit
+    /// ([`Format::max_line_bytes`](crate::text::Format::max_line_bytes)): reading stops
+    /// there instead of growing its buffer without bound (a binary file, `/dev/zero`).
+    #[error(
+        "{}:{line}: line longer than {limit} bytes (the format's max_line_bytes); not a text file?",
+        path.display()
+    )]
+    LineTooLong {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line, counting from 1.
+        line: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A `.npy` file could not be read or written as the element type asked for (see
+    /// [`npy`](crate::npy)).
+    #[error("npy file {}: could not {action}: {message}", path.display())]
+    Npy {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// What went wrong, with the file's and the type's dtypes where they differ.
         message: String,
     },
     /// Opening, reading or writing a file failed.
@@ -196,7 +242,9 @@ impl Error {
             Error::TaskPanicked { index, .. }
             | Error::ResultNotSent { index, .. }
             | Error::TaskTimedOut { index, .. } => Some(*index),
-            Error::WorkerDied { task, .. } => task.map(|(index, _)| index),
+            Error::WorkerDied { task, .. } | Error::WorkerStopped { task, .. } => {
+                task.map(|(index, _)| index)
+            }
             _ => None,
         }
     }

@@ -10,6 +10,8 @@
 //! a result fails to serialise (so exactly the failing task is reported), and lets the
 //! coordinator read who sent a message before it decodes the results.
 
+mod probe;
+
 use std::ops::Range;
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
@@ -28,13 +30,28 @@ pub(crate) enum Order {
     Stop,
 }
 
-/// What became of one task.
-#[derive(Debug, Serialize, Deserialize)]
+/// What became of one task, as the coordinator decodes it. Each outcome of a batch is
+/// encoded on its own, right after its task returned, so one that cannot be encoded or
+/// decoded costs only its own position.
+#[derive(Debug, Deserialize)]
 pub(crate) enum Outcome<R> {
     /// It returned this value.
     Done(R),
     /// It panicked with this message.
     Panicked(String),
+    /// It returned a value that could not be serialised (or serialising it panicked).
+    Unsendable(String),
+}
+
+/// The same outcome as the worker encodes it, borrowing its value (same wire format).
+#[derive(Debug, Serialize)]
+pub(crate) enum OutcomeRef<'a, R> {
+    /// See [`Outcome::Done`].
+    Done(&'a R),
+    /// See [`Outcome::Panicked`].
+    Panicked(&'a str),
+    /// See [`Outcome::Unsendable`].
+    Unsendable(&'a str),
 }
 
 /// Worker to coordinator: who sends, and what.
@@ -44,8 +61,8 @@ pub(crate) struct Envelope {
     /// Tells a replaced worker's late messages apart from its replacement's: the
     /// coordinator drops messages from incarnations it has buried.
     pub(crate) incarnation: u64,
-    /// How many shared-array descriptors the worker sent ahead of this message on its
-    /// descriptor socket, for the arrays in the body.
+    /// How many descriptors the worker sent ahead of this message on its descriptor
+    /// socket: the payload file first (for [`Payload::File`]), then each piece's arrays.
     pub(crate) fds: u32,
     pub(crate) body: Body,
 }
@@ -53,27 +70,37 @@ pub(crate) struct Envelope {
 /// The content of an [`Envelope`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Body {
-    /// A serialised [`Batch`]: outcomes of the front positions of the worker's oldest chunk.
-    Batch(Bytes),
-    /// The result at `position` (the front of the oldest chunk) could not be serialised.
-    Unsendable { position: usize, message: String },
+    /// Outcomes of positions `start..start + pieces.len()`, the front of the worker's
+    /// oldest chunk: piece `k` is the next `pieces[k].len` bytes of the payload.
+    Batch {
+        start: usize,
+        busy_ns: u64,
+        pieces: Vec<Piece>,
+        payload: Payload,
+    },
 }
 
-/// The outcomes of positions `start..start + outcomes.len()`, as the coordinator decodes them.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Batch<R> {
-    pub(crate) start: usize,
-    pub(crate) busy_ns: u64,
-    pub(crate) outcomes: Vec<Outcome<R>>,
+/// One encoded outcome in a batch's payload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Piece {
+    /// Its length in bytes.
+    pub(crate) len: u64,
+    /// How many shared-array descriptors it refers to (numbered from 0 within it).
+    pub(crate) fds: u32,
 }
 
-/// The same batch as the worker encodes it, borrowing its outcomes (same wire format).
-#[derive(Debug, Serialize)]
-pub(crate) struct BatchRef<'a, R> {
-    pub(crate) start: usize,
-    pub(crate) busy_ns: u64,
-    pub(crate) outcomes: &'a [Outcome<R>],
+/// Where a batch's encoded outcomes are.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Payload {
+    /// In the message.
+    Inline(Bytes),
+    /// In a memory file sent as the first descriptor: the coordinator maps it and decodes
+    /// from the mapping, so a large result costs one copy (its value) in the parent.
+    File,
 }
+
+/// Payloads from this size on travel in a memory file rather than in the message.
+pub(crate) const FILE_PAYLOAD: usize = 1 << 20;
 
 /// A byte buffer serialised as one byte string (a single copy) rather than a sequence
 /// of `u8` values.
@@ -105,12 +132,36 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
-/// Serialises a value as ipc-channel would.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
-    postcard::to_stdvec(value).map_err(|e| e.to_string())
+/// Appends the encoding of `value` to `buf` (postcard, the format ipc-channel uses). On
+/// an error `buf` may hold part of the value; the caller truncates it. A custom
+/// `Serialize` error keeps its own message.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut impl std::io::Write,
+) -> Result<(), String> {
+    match postcard::to_io(value, buf) {
+        Ok(_) => Ok(()),
+        // postcard drops a custom error's message; walk the value again to recover it.
+        Err(postcard::Error::SerdeSerCustom) => {
+            Err(probe::failure(value)
+                .unwrap_or_else(|| postcard::Error::SerdeSerCustom.to_string()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-/// Decodes what [`encode`] produced.
+/// [`encode_into`] a fresh buffer.
+#[cfg(test)]
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    encode_into(value, &mut buf).map(|()| buf)
+}
+
+/// postcard's message for a sequence or map serialised without its length (what
+/// `#[serde(flatten)]` does).
+pub(crate) const LENGTH_UNKNOWN: &str = "The length of a sequence must be known";
+
+/// Decodes what [`encode_into`] produced.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| e.to_string())
 }
@@ -148,28 +199,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn borrowed_and_owned_batches_share_a_wire_format() {
-        let outcomes = vec![
-            Outcome::Done(vec![1u32, 2]),
-            Outcome::Panicked("x".into()),
-            Outcome::Done(vec![]),
-        ];
-        let bytes = encode(&BatchRef {
-            start: 7,
-            busy_ns: 99,
-            outcomes: &outcomes,
-        })
-        .unwrap();
-        let back: Batch<Vec<u32>> = decode(&bytes).unwrap();
-        assert_eq!((back.start, back.busy_ns, back.outcomes.len()), (7, 99, 3));
-        assert!(matches!(&back.outcomes[1], Outcome::Panicked(m) if m == "x"));
+    fn borrowed_and_owned_outcomes_share_a_wire_format() {
+        let value = vec![1u32, 2];
+        let mut buf = Vec::new();
+        encode_into(&OutcomeRef::Done(&value), &mut buf).unwrap();
+        let first = buf.len();
+        encode_into(&OutcomeRef::<Vec<u32>>::Panicked("x"), &mut buf).unwrap();
+        let second = buf.len();
+        encode_into(&OutcomeRef::<Vec<u32>>::Unsendable("y"), &mut buf).unwrap();
+        let one: Outcome<Vec<u32>> = decode(&buf[..first]).unwrap();
+        assert!(matches!(one, Outcome::Done(v) if v == value));
+        let two: Outcome<Vec<u32>> = decode(&buf[first..second]).unwrap();
+        assert!(matches!(two, Outcome::Panicked(m) if m == "x"));
+        let three: Outcome<Vec<u32>> = decode(&buf[second..]).unwrap();
+        assert!(matches!(three, Outcome::Unsendable(m) if m == "y"));
         let env = Envelope {
             worker: 1,
             incarnation: 2,
             fds: 0,
-            body: Body::Batch(Bytes(bytes.clone())),
+            body: Body::Batch {
+                start: 7,
+                busy_ns: 99,
+                pieces: vec![Piece {
+                    len: first as u64,
+                    fds: 0,
+                }],
+                payload: Payload::Inline(Bytes(buf.clone())),
+            },
         };
-        let again: Envelope = decode(&encode(&env).unwrap()).unwrap();
-        assert!(matches!(again.body, Body::Batch(Bytes(b)) if b == bytes));
+        let mut wire = Vec::new();
+        encode_into(&env, &mut wire).unwrap();
+        let again: Envelope = decode(&wire).unwrap();
+        assert!(
+            matches!(again.body, Body::Batch { payload: Payload::Inline(Bytes(b)), .. } if b == buf)
+        );
     }
 }

@@ -13,13 +13,20 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
+mod child;
 pub(crate) mod fds;
 mod memory;
+mod received;
+pub(crate) mod signals;
+
+pub(crate) use child::{Child, own_process_group};
 pub(crate) use memory::memory_budget;
+pub(crate) use received::ReceivedFile;
 
 /// A process id.
 pub(crate) type Pid = libc::pid_t;
 
+#[cfg(test)]
 /// `SIGKILL`, the signal that ends a worker that must stop now.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 
@@ -94,6 +101,7 @@ pub(crate) fn exit_immediately(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+#[cfg(test)]
 /// Sends `signal` to `pid`.
 pub(crate) fn kill(pid: Pid, signal: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers.
@@ -115,6 +123,9 @@ pub enum ExitKind {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+    /// It ended, but its status went to someone else: the program reaps children itself
+    /// or ignores SIGCHLD (then the kernel discards the status).
+    Unknown,
 }
 
 impl std::fmt::Display for ExitKind {
@@ -122,6 +133,9 @@ impl std::fmt::Display for ExitKind {
         match *self {
             ExitKind::Code(code) => write!(f, "exit code {code}"),
             ExitKind::Signal(sig) => write!(f, "signal {} ({})", sig, signal_name(sig)),
+            ExitKind::Unknown => f.write_str(
+                "an unknown status (reaped by someone else: the program waits for every child or ignores SIGCHLD)",
+            ),
         }
     }
 }
@@ -159,6 +173,7 @@ fn decode_status(status: libc::c_int) -> ExitKind {
     }
 }
 
+#[cfg(test)]
 /// Reaps `pid` if it has ended; `Ok(None)` while it runs.
 pub(crate) fn try_wait(pid: Pid) -> io::Result<Option<ExitKind>> {
     let mut status: libc::c_int = 0;
@@ -179,6 +194,7 @@ pub(crate) fn try_wait(pid: Pid) -> io::Result<Option<ExitKind>> {
     }
 }
 
+#[cfg(test)]
 /// Waits until `pid` ends and reaps it.
 pub(crate) fn wait(pid: Pid) -> io::Result<ExitKind> {
     let mut status: libc::c_int = 0;
@@ -193,6 +209,24 @@ pub(crate) fn wait(pid: Pid) -> io::Result<ExitKind> {
             return Err(err);
         }
         return Ok(decode_status(status));
+    }
+}
+
+/// Reaps `pid` if it has ended, `Ok(None)` while it runs: for kernels without pidfds.
+pub(crate) fn wait_nohang(pid: Pid) -> io::Result<Option<ExitKind>> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status is a valid, writable c_int for the duration of the call.
+        let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        match ret {
+            0 => return Ok(None),
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            -1 if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) => {
+                return Ok(Some(ExitKind::Unknown));
+            }
+            -1 => return Err(io::Error::last_os_error()),
+            _ => return Ok(Some(decode_status(status))),
+        }
     }
 }
 
@@ -240,6 +274,50 @@ pub(crate) fn reserve(file: &File, len: usize) -> io::Result<()> {
         return Err(err);
     }
     Ok(())
+}
+
+/// Bytes of address space this process may still map under `RLIMIT_AS` (`ulimit -v`),
+/// or `None` without such a limit. Allocation failure aborts a Rust program, so a
+/// result that cannot fit is refused before it is decoded.
+pub(crate) fn address_space_left() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let used = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+    Some(limit.rlim_cur.saturating_sub(used))
+}
+
+/// Frees the pages of `len` bytes of a memory file from `offset` (the file keeps its size
+/// and reads there as zeros), for a received result already decoded that far.
+pub(crate) fn punch_hole(file: &File, offset: usize, len: usize) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: fallocate takes an open fd and plain integers.
+    check(unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    })?;
+    Ok(())
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub(crate) fn fd_is_open(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    // SAFETY: F_GETFD takes a descriptor and no pointers.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) != -1 }
 }
 
 /// Seals a memfd against any further write, growth or shrink. Fails with `EBUSY` while
@@ -327,6 +405,11 @@ pub(crate) fn process_running(pid: Pid) -> bool {
     }
 }
 
+/// The state letter of `pid` in `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...).
+pub(crate) fn process_state(pid: Pid) -> Option<char> {
+    proc_stat(pid).map(|(state, _)| state)
+}
+
 /// The state letter and the start time (clock ticks after boot, field 22) of `pid`,
 /// from `/proc/<pid>/stat`; `None` when it cannot be read (gone, or no `/proc`).
 pub(crate) fn proc_stat(pid: Pid) -> Option<(char, u64)> {
@@ -391,105 +474,6 @@ pub(crate) fn self_identity() -> (Pid, u64) {
     START.store(start, Ordering::Relaxed);
     GENERATION.store(generation, Ordering::Release);
     (pid, start)
-}
-
-/// The signal that interrupted a `map`, or 0. Set by the handler, read by the coordinator.
-static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn on_interrupt(sig: libc::c_int) {
-    // Async-signal-safe: one atomic store.
-    INTERRUPTED.store(sig, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// The signals that interrupt a `map`.
-pub(crate) const INTERRUPT_SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
-
-/// Dispositions replaced by [`catch_interrupts`], to put back afterwards.
-pub(crate) struct SavedSignals(Vec<(i32, libc::sigaction)>);
-
-impl std::fmt::Debug for SavedSignals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(sig, _)| sig))
-            .finish()
-    }
-}
-
-impl SavedSignals {
-    /// Whether `sig`'s previous disposition was the default action.
-    pub(crate) fn was_default(&self, sig: i32) -> bool {
-        self.0
-            .iter()
-            .any(|(s, act)| *s == sig && act.sa_sigaction == libc::SIG_DFL)
-    }
-}
-
-/// Installs a handler for SIGINT and SIGTERM that only records the signal (signals the
-/// caller chose to ignore stay ignored) and ignores SIGPIPE. Returns the previous
-/// dispositions.
-pub(crate) fn catch_interrupts() -> io::Result<SavedSignals> {
-    INTERRUPTED.store(0, std::sync::atomic::Ordering::SeqCst);
-    let mut saved = Vec::new();
-    for sig in INTERRUPT_SIGNALS {
-        // SAFETY: (1) sigaction structs are plain data, zero is a valid empty value;
-        // (2) the handler is an async-signal-safe `extern "C" fn(c_int)`; (3) `old` is a
-        // valid out-pointer.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            check(libc::sigaction(sig, std::ptr::null(), &mut old))?;
-            if old.sa_sigaction == libc::SIG_IGN {
-                continue;
-            }
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            new.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut new.sa_mask);
-            check(libc::sigaction(sig, &new, std::ptr::null_mut()))?;
-            saved.push((sig, old));
-        }
-    }
-    // A send to a worker that just died must be an EPIPE error, not the end of the caller.
-    // SAFETY: as above; SIG_IGN for SIGPIPE, previous disposition saved.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = libc::SIG_IGN;
-        libc::sigemptyset(&mut new.sa_mask);
-        check(libc::sigaction(libc::SIGPIPE, &new, &mut old))?;
-        saved.push((libc::SIGPIPE, old));
-    }
-    Ok(SavedSignals(saved))
-}
-
-/// Puts back the dispositions saved by [`catch_interrupts`].
-pub(crate) fn restore_signals(saved: &SavedSignals) {
-    for (sig, old) in &saved.0 {
-        // SAFETY: `old` is a disposition previously returned by sigaction.
-        unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
-    }
-}
-
-/// The interrupting signal received since [`catch_interrupts`], if any.
-pub(crate) fn interrupted() -> Option<i32> {
-    Some(INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0)
-}
-
-/// In a freshly forked worker: SIGINT and SIGTERM back to their default action (the
-/// coordinator's recording handler must not keep a worker alive), SIGPIPE ignored so a
-/// vanished coordinator is an `EPIPE`, not a silent death.
-pub(crate) fn reset_signals_in_child() {
-    for sig in INTERRUPT_SIGNALS {
-        // SAFETY: installing SIG_DFL for a catchable signal.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
-    // SAFETY: ignoring SIGPIPE.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
-
-/// Sends `sig` to this process (after cleanup, to let the caller's disposition act).
-pub(crate) fn raise(sig: i32) {
-    // SAFETY: raise takes a signal number.
-    unsafe { libc::raise(sig) };
 }
 
 /// Where named shared-memory segments live: the directory `shm_open` uses on Linux, so

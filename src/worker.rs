@@ -6,18 +6,27 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::os::fd::AsFd;
+
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::Serialize;
 
-use crate::ipc::{self, BatchRef, Body, Bytes, Envelope, Order, Outcome};
+use crate::ipc::{self, Body, Bytes, Envelope, Order, OutcomeRef, Payload, Piece};
 use crate::schedule::Gate;
 use crate::shm::{Board, handoff};
 use crate::sys;
+
+mod spill;
+use spill::Spill;
 
 /// Exit code of a worker whose own machinery (not a task) panicked.
 pub(crate) const EXIT_INTERNAL: i32 = 101;
 /// Exit code of a worker that found its coordinator gone at start.
 pub(crate) const EXIT_ORPHANED: i32 = 102;
+/// Exit code of a worker whose task closed the worker's own descriptors (its channel to
+/// the coordinator), found at the end of a chunk: a task alone in its chunk is blamed,
+/// the tasks of a longer chunk are run again one by one.
+pub(crate) const EXIT_CHANNEL_LOST: i32 = 103;
 
 /// Set in a worker right after the fork: from then on the panic hook records panics for
 /// the coordinator instead of printing them. Never set in the caller's process.
@@ -79,7 +88,6 @@ impl<F> Worker<'_, F> {
         if sys::kill_me_with_parent().is_err() || sys::getppid() != self.coordinator {
             sys::exit_immediately(EXIT_ORPHANED);
         }
-        sys::reset_signals_in_child();
         // Panics are reported to the coordinator, never printed by the child: the hook
         // installed before the fork records them from now on.
         IN_WORKER.store(true, Ordering::Relaxed);
@@ -105,80 +113,85 @@ impl<F> Worker<'_, F> {
             }
             let start = range.start;
             let began = sys::monotonic_ns();
-            let mut outcomes = Vec::with_capacity(range.len());
+            let mut batch = Outgoing::default();
             while let Some(offset) = gate.claim(seq) {
                 let pos = start + offset;
                 slot.started_ns
                     .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
                 slot.current.store(pos as u64 + 1, Ordering::Release);
                 let index = self.indices[pos];
-                let outcome = match panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index))) {
-                    Ok(value) => Outcome::Done(value),
+                let returned = panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index)));
+                // The task still counts as running until its outcome is encoded: a
+                // timeout, crash or stop while its result is serialised is its own.
+                match returned {
+                    Ok(value) => {
+                        batch.push(&OutcomeRef::Done(&value));
+                        // A destructor that panics cannot change an outcome already encoded.
+                        if panic::catch_unwind(AssertUnwindSafe(|| drop(value))).is_err() {
+                            take_panic_message(None);
+                        }
+                    }
                     Err(payload) => {
-                        let message = LAST_PANIC
-                            .with(|p| p.borrow_mut().take())
-                            .unwrap_or_else(|| payload_message(payload.as_ref()));
+                        let message = take_panic_message(Some(payload.as_ref()));
                         // The payload's own destructor may panic; that must not unwind out.
                         if panic::catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
                             sys::exit_immediately(EXIT_INTERNAL);
                         }
-                        Outcome::Panicked(message)
+                        batch.push::<R>(&OutcomeRef::Panicked(&message));
                     }
-                };
-                outcomes.push(outcome);
+                }
                 slot.done.fetch_add(1, Ordering::Release);
             }
-            slot.current.store(0, Ordering::Release);
-            if outcomes.is_empty() {
+            if !sys::fd_is_open(self.fd_socket.as_fd()) {
+                // A task closed this worker's descriptors, so nothing can be reported. Alone
+                // in its chunk it is blamed (it still counts as running); otherwise the
+                // coordinator runs the chunk's tasks again one by one to find it.
+                if batch.pieces.len() != 1 {
+                    slot.current.store(0, Ordering::Release);
+                }
+                sys::exit_immediately(EXIT_CHANNEL_LOST);
+            }
+            if batch.pieces.is_empty() {
                 // All of it was taken back before the first claim: nothing to report.
+                slot.current.store(0, Ordering::Release);
                 continue;
             }
             let busy_ns = sys::monotonic_ns().saturating_sub(began);
-            if !self.send(start, outcomes, busy_ns) {
+            if !self.send(start, batch, busy_ns) {
                 // The coordinator is gone: nothing left to do.
                 return;
             }
+            slot.current.store(0, Ordering::Release);
         }
     }
 
-    /// Sends a batch; if it cannot be serialised as a whole, sends its outcomes one by
-    /// one so that exactly the results that fail are reported as unsendable. Returns
-    /// false when the coordinator can no longer be reached.
-    fn send<R: Serialize>(&self, start: usize, outcomes: Vec<Outcome<R>>, busy_ns: u64) -> bool {
-        let (encoded, fds) = handoff::collect_outgoing(|| {
-            ipc::encode(&BatchRef {
-                start,
-                busy_ns,
-                outcomes: &outcomes,
-            })
-        });
-        if let Ok(bytes) = encoded {
-            return self.post(Body::Batch(Bytes(bytes)), fds);
-        }
-        drop(fds);
-        let busy = busy_ns / outcomes.len().max(1) as u64;
-        for (position, one) in (start..).zip(outcomes.chunks(1)) {
-            let (encoded, fds) = handoff::collect_outgoing(|| {
-                ipc::encode(&BatchRef {
-                    start: position,
-                    busy_ns: busy,
-                    outcomes: one,
-                })
-            });
-            let sent = match encoded {
-                Ok(bytes) => self.post(Body::Batch(Bytes(bytes)), fds),
-                Err(message) => self.post(Body::Unsendable { position, message }, Vec::new()),
-            };
-            if !sent {
-                return false;
+    /// Sends a batch: the payload file (for a large one) and the arrays' descriptors
+    /// first, then the message that refers to them. Returns false when the coordinator
+    /// can no longer be reached.
+    fn send(&self, start: usize, batch: Outgoing, busy_ns: u64) -> bool {
+        let Outgoing { buf, pieces, fds } = batch;
+        let mut all = Vec::with_capacity(fds.len() + 1);
+        let payload = match buf.finish() {
+            Ok(Ok(bytes)) => Payload::Inline(Bytes(bytes)),
+            Ok(Err(file)) => {
+                all.push(std::os::fd::OwnedFd::from(file));
+                Payload::File
             }
-        }
-        true
+            // The end of the batch could not be written: this worker cannot report it.
+            Err(_) => sys::exit_immediately(EXIT_INTERNAL),
+        };
+        all.extend(fds);
+        let body = Body::Batch {
+            start,
+            busy_ns,
+            pieces,
+            payload,
+        };
+        self.post(body, all)
     }
 
     /// Sends the descriptors first, then the message that refers to them.
     fn post(&self, body: Body, fds: Vec<std::os::fd::OwnedFd>) -> bool {
-        use std::os::fd::AsFd;
         if !fds.is_empty() {
             let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
             if sys::send_fds(self.fd_socket.as_fd(), &borrowed).is_err() {
@@ -193,6 +206,68 @@ impl<F> Worker<'_, F> {
         };
         self.reports.send(envelope).is_ok()
     }
+}
+
+/// A batch being encoded: each outcome right after its task, into one buffer.
+#[derive(Default)]
+struct Outgoing {
+    buf: Spill,
+    pieces: Vec<Piece>,
+    fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Outgoing {
+    /// Appends one outcome. A value that fails to serialise (an error or a panic in its
+    /// `Serialize`) is replaced by an `Unsendable` outcome that says why.
+    fn push<R: Serialize>(&mut self, outcome: &OutcomeRef<'_, R>) {
+        let before = self.buf.len();
+        let buf = &mut self.buf;
+        let encoded = panic::catch_unwind(AssertUnwindSafe(|| {
+            handoff::collect_outgoing(|| ipc::encode_into(outcome, buf))
+        }));
+        let io_error = self.buf.error.take();
+        let failure = match encoded {
+            Ok((Ok(()), fds)) => {
+                self.pieces.push(Piece {
+                    len: (self.buf.len() - before) as u64,
+                    fds: fds.len() as u32,
+                });
+                self.fds.extend(fds);
+                return;
+            }
+            Ok((Err(message), _)) if message == ipc::LENGTH_UNKNOWN => format!(
+                "{message}: results travel as postcard, which cannot carry #[serde(flatten)] \
+                 or a collection that does not say its length"
+            ),
+            Ok((Err(message), _)) => match io_error {
+                Some(e) => format!("it could not be written out: {e}"),
+                None => message,
+            },
+            Err(payload) => format!(
+                "its Serialize panicked: {}",
+                take_panic_message(Some(payload.as_ref()))
+            ),
+        };
+        if self.buf.truncate(before).is_err() {
+            // The batch's file cannot be cut back: this worker cannot report its batch.
+            sys::exit_immediately(EXIT_INTERNAL);
+        }
+        // A message always encodes.
+        let _ = ipc::encode_into(&OutcomeRef::<R>::Unsendable(&failure), &mut self.buf);
+        self.pieces.push(Piece {
+            len: (self.buf.len() - before) as u64,
+            fds: 0,
+        });
+    }
+}
+
+/// The message of the panic just caught on this thread: what the hook recorded, else the
+/// payload's text.
+fn take_panic_message(payload: Option<&(dyn std::any::Any + Send)>) -> String {
+    LAST_PANIC
+        .with(|p| p.borrow_mut().take())
+        .or_else(|| payload.map(payload_message))
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 /// The message of a panic payload (a `&str` or `String`), when the hook did not record one.

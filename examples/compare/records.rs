@@ -2,10 +2,11 @@
 //! written by one process to one HDF5 file, one compound dataset per input file.
 //!
 //! - `forkmap`: one task per file; each worker parses its file straight into a new
-//!   `SharedArray<Record, Ix1>` (`records::load_shared`) and returns it; the parent
+//!   `SharedArray<Methylation, Ix1>` (`text::load_shared`, the row declared here with
+//!   `#[derive(forkmap::Row)]` as a user would) and returns it; the parent
 //!   receives the same memory (the segment's descriptor crosses the IPC channel), writes
 //!   every array with `forkmap::h5::Writer`, and drops them (nothing to unlink).
-//! - `sequential`: `records::load` of every file, then the same writer, in one process.
+//! - `sequential`: `text::load` of every file, then the same writer, in one process.
 //!
 //! Every repetition is timed whole, from the first load to the arrays dropped, with its
 //! split: load (until the last worker has its array filled), hand-off (from there until the
@@ -38,15 +39,29 @@ mod with_hdf5 {
 
     use forkmap::h5::Writer;
     use forkmap::ndarray::{ArrayView1, Ix1};
-    use forkmap::{Pool, Record, SharedArray, records};
+    use forkmap::text::{self, Format};
+    use forkmap::{Pool, SharedArray, records};
     use serde_json::{Value, json};
 
     use crate::sys;
     use crate::work::Params;
 
+    /// The tutorial's row: numpy's `[('chr', 'S10'), ('pos', '<i4'), ('pct', '<f4'), ('c',
+    /// '<i4'), ('t', '<i4')]` with C's alignment (itemsize 28, `_pad` a hole).
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, forkmap::Row)]
+    #[repr(C)]
+    struct Methylation {
+        chr: [u8; 10],
+        _pad: [u8; 2],
+        pos: i32,
+        pct: f32,
+        c: i32,
+        t: i32,
+    }
+
     /// A file's rows in shared memory, the seconds its parsing took, and when (wall clock,
     /// shared by all processes) the worker had it filled.
-    type Loaded = (SharedArray<Record, Ix1>, f64, f64);
+    type Loaded = (SharedArray<Methylation, Ix1>, f64, f64);
 
     /// One repetition's split, seconds.
     struct Split {
@@ -127,7 +142,8 @@ mod with_hdf5 {
             .progress(false)
             .map(0..inputs.len(), |i| {
                 let t = Instant::now();
-                let array = records::load_shared(&inputs[i]).map_err(|e| e.to_string())?;
+                let array = text::load_shared::<Methylation>(&inputs[i], &Format::whitespace())
+                    .map_err(|e| e.to_string())?;
                 Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
             })
             .map_err(|e| e.to_string())?;
@@ -157,7 +173,7 @@ mod with_hdf5 {
         let t = Instant::now();
         let arrays = inputs
             .iter()
-            .map(|f| records::load(f).map_err(|e| e.to_string()))
+            .map(|f| text::load::<Methylation>(f, &Format::whitespace()).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let load = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -180,7 +196,7 @@ mod with_hdf5 {
         out: &Path,
         inputs: &[PathBuf],
         arrays: impl Iterator<Item = T>,
-        view: impl for<'a> Fn(&'a T) -> ArrayView1<'a, Record>,
+        view: impl for<'a> Fn(&'a T) -> ArrayView1<'a, Methylation>,
     ) -> Result<usize, String> {
         let writer = Writer::create(out).map_err(|e| e.to_string())?;
         let mut rows = 0;
@@ -190,9 +206,7 @@ mod with_hdf5 {
                 .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
             let rows_of = view(&a);
             rows += rows_of.len();
-            writer
-                .write_records(&name, rows_of)
-                .map_err(|e| e.to_string())?;
+            writer.write(&name, rows_of).map_err(|e| e.to_string())?;
         }
         writer.close().map_err(|e| e.to_string())?;
         Ok(rows)

@@ -478,7 +478,7 @@ impl Harness<'_> {
             ),
         ];
         rows_out[0].label = format!("forkmap, {workers} workers, chunk size 1");
-        rows_out[1].label = "sequential Rust: `records::load`, then the same writer".into();
+        rows_out[1].label = "sequential Rust: `text::load`, then the same writer".into();
         let dir = records_dir();
         text.push_str(&format!(
             "{files} text files of {rows} records each ({size} in all, `chr pos pct c t`, \
@@ -489,7 +489,7 @@ impl Harness<'_> {
              file closed, the shared memory freed and the workers gone; the previous \
              repetition's output file is removed before the clock starts.\n\n\
              - forkmap: one task per file; each worker parses its file straight into a new \
-             shared array (`records::load_shared`) and returns it; the parent receives the \
+             shared array (`text::load_shared`, a `#[derive(forkmap::Row)]` row) and returns it; the parent receives the \
              same memory (the segment's descriptor crosses the IPC channel, nothing to \
              unlink) and writes it with `forkmap::h5::Writer` (hdf5-metno, the system's \
              libhdf5).\n\

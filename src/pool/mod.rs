@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 use crate::progress::{self, Progress};
 use crate::shm::Board;
-use crate::sys;
+use crate::sys::{self, signals::Interrupts};
 use run::{Mode, Policy, Run};
 
 /// A pool of forked worker processes. Cheap to build; workers are forked by each
@@ -273,7 +273,10 @@ impl Pool {
             max_retries: self.max_retries,
             task_timeout: self.task_timeout,
         };
-        let signals = sys::catch_interrupts().map_err(|e| Error::Channel {
+        // Held until every worker is reaped (the run drops first); when the last call
+        // lets go, a signal that arrived meanwhile is delivered again under the caller's
+        // own disposition (by default, the process ends).
+        let interrupts = Interrupts::catch().map_err(|e| Error::Channel {
             worker: None,
             message: format!("could not install signal handlers: {e}"),
         })?;
@@ -288,24 +291,12 @@ impl Pool {
                 ))
                 // `run` drops here: any worker still alive is killed and reaped.
             });
-        sys::restore_signals(&signals);
-        match outcome {
-            Ok(outcomes) => {
-                progress.finish(outcomes.0.len() as u64);
-                Ok(outcomes)
-            }
-            Err(e) => {
-                progress.abandon();
-                if let Error::Interrupted { signal, .. } = e {
-                    // Workers are gone; now let the caller's own disposition act, as if
-                    // forkmap had not been there (by default, the process ends).
-                    if signals.was_default(signal) {
-                        sys::raise(signal);
-                    }
-                }
-                Err(e)
-            }
+        match &outcome {
+            Ok(outcomes) => progress.finish(outcomes.0.len() as u64),
+            Err(_) => progress.abandon(),
         }
+        drop(interrupts);
+        outcome
     }
 }
 

@@ -12,17 +12,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ExitKind};
-use crate::ipc::{self, Batch, Body, Envelope, Order, Outcome};
+use crate::ipc::{self, Body, Envelope, Order, Outcome, Payload};
 use crate::progress::Progress;
 use crate::schedule::{Gates, Scheduler};
 use crate::shm::{Board, handoff};
-use crate::sys::{self, Forked, Pid};
+use crate::sys::{self, Child, Forked, Pid, signals};
 use crate::worker::Worker;
 
 /// How long the coordinator waits for a message before it looks at its workers.
 const TICK: Duration = Duration::from_millis(10);
 /// How long finished workers get to exit on their own before they are killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How often workers are looked at for a stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU).
+const STOP_CHECK: Duration = Duration::from_millis(500);
+/// How long a worker may stay stopped with tasks in hand before it is killed and its
+/// tasks are run elsewhere.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What a failing task does to the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,7 @@ pub(super) struct Policy {
 /// worker dies, a replacement takes the same slot (and board slot) with a new incarnation.
 #[derive(Debug)]
 struct Member {
+    child: Child,
     pid: Pid,
     incarnation: u64,
     orders: Option<IpcSender<Order>>,
@@ -55,6 +61,11 @@ struct Member {
     acked: u64,
     /// Set when the coordinator killed the worker for running one task too long.
     overdue: Option<usize>,
+    /// Since when the worker has been seen stopped (reset when it runs again).
+    stopped_since: Option<Instant>,
+    /// Set when the coordinator killed the worker for staying stopped: the task it was
+    /// running, and for how long it was stopped.
+    stopped: Option<(Option<usize>, Duration)>,
 }
 
 /// The coordinator's state for one call. Dropping it kills and reaps every worker not
@@ -146,8 +157,13 @@ where
         // (another thread may be initialising it right now; see `ipc::prepare_fork`).
         ipc::prepare_fork();
         let _ = sys::fork_generation();
+        let hold = signals::hold_for_fork();
         match sys::fork().map_err(|source| Error::Fork { worker: w, source })? {
             Forked::Child => {
+                // What the task starts goes with the worker; only the coordinator
+                // decides what SIGINT and SIGTERM mean.
+                sys::own_process_group();
+                signals::worker_dispositions(hold);
                 for m in &mut self.crew {
                     m.orders = None;
                     m.fds = None;
@@ -169,9 +185,12 @@ where
                 .run()
             }
             Forked::Parent(pid) => {
+                drop(hold);
+                let child = Child::adopt(pid);
                 drop(rx);
                 drop(fd_worker);
                 let member = Member {
+                    child,
                     pid,
                     incarnation,
                     orders: Some(tx),
@@ -179,6 +198,8 @@ where
                     exit: None,
                     acked: 0,
                     overdue: None,
+                    stopped_since: None,
+                    stopped: None,
                 };
                 if w < self.crew.len() {
                     let acked = self.crew[w].acked;
@@ -213,14 +234,9 @@ where
     /// Runs the event loop until every position has an outcome.
     pub(super) fn drive(&mut self, progress: &Progress) -> Result<(), Error> {
         let mut last_check = Instant::now();
+        let mut last_stop_check = Instant::now();
         while self.done < self.indices.len() {
-            if let Some(signal) = sys::interrupted() {
-                return Err(Error::Interrupted {
-                    signal,
-                    done: self.done,
-                    total: self.indices.len(),
-                });
-            }
+            self.check_interrupt()?;
             let received = match &self.report_rx {
                 Some(rx) => rx.try_recv_timeout(TICK),
                 None => Err(TryRecvError::IpcError(IpcError::Disconnected)),
@@ -248,6 +264,10 @@ where
             if last_check.elapsed() >= TICK {
                 last_check = Instant::now();
                 self.enforce_timeouts();
+                if last_stop_check.elapsed() >= STOP_CHECK {
+                    last_stop_check = Instant::now();
+                    self.enforce_stops();
+                }
                 self.reap()?;
                 // A worker left with nothing (all it held was taken back, or there was
                 // nothing to steal when it asked) looks again: work may have become free.
@@ -274,65 +294,109 @@ where
             _ => return Ok(()),
         }
         let pid = self.crew[worker].pid;
-        match body {
-            Body::Batch(bytes) => {
-                let received = match (fds, &self.crew[worker].fds) {
-                    (0, _) => Ok(Vec::new()),
-                    (n, Some(socket)) => {
-                        sys::recv_fds(socket.as_fd(), n as usize).map_err(|e| e.to_string())
-                    }
-                    (_, None) => Err("its descriptor socket is closed".to_string()),
-                };
-                let received = received.map_err(|e| Error::Channel {
-                    worker: Some(worker),
-                    message: format!(
-                        "could not receive the shared arrays of worker {worker} (pid {pid}): {e}"
-                    ),
-                })?;
-                let (decoded, array_error) =
-                    handoff::with_incoming(received, || ipc::decode::<Batch<R>>(&bytes.0));
-                let batch = match (decoded, array_error) {
-                    (Ok(batch), _) => batch,
-                    (Err(_), Some(e)) => return Err(e),
-                    (Err(message), None) => {
-                        return Err(Error::Channel {
-                            worker: Some(worker),
-                            message: format!(
-                                "could not decode the results of worker {worker} (pid {pid}): {message}"
-                            ),
-                        });
-                    }
-                };
-                let n = batch.outcomes.len();
-                self.take_front(worker, batch.start, n)?;
-                for (pos, outcome) in (batch.start..).zip(batch.outcomes) {
-                    let result = match outcome {
-                        Outcome::Done(value) => Ok(value),
-                        Outcome::Panicked(message) => Err(Error::TaskPanicked {
-                            index: self.indices[pos],
+        let Body::Batch {
+            start,
+            busy_ns,
+            pieces,
+            payload,
+        } = body;
+        let received = match (fds, &self.crew[worker].fds) {
+            (0, _) => Ok(Vec::new()),
+            (n, Some(socket)) => {
+                sys::recv_fds(socket.as_fd(), n as usize).map_err(|e| e.to_string())
+            }
+            (_, None) => Err("its descriptor socket is closed".to_string()),
+        };
+        let received = received.map_err(|e| Error::Channel {
+            worker: Some(worker),
+            message: format!(
+                "could not receive the descriptors of worker {worker} (pid {pid}): {e}"
+            ),
+        })?;
+        let mut received = received.into_iter();
+        let mut bytes = match payload {
+            Payload::Inline(bytes) => Ok(Received::Heap(bytes.0)),
+            Payload::File => match received.next() {
+                Some(fd) => sys::ReceivedFile::map(std::fs::File::from(fd))
+                    .map(Received::Mapped)
+                    .map_err(|e| format!("could not map the file that carries it: {e}")),
+                None => Err("the file that carries it is missing".to_string()),
+            },
+        };
+        let n = pieces.len();
+        self.take_front(worker, start, n)?;
+        let mut offset = 0usize;
+        for (pos, piece) in (start..).zip(pieces) {
+            let fds: Vec<OwnedFd> = match piece.fds {
+                0 => Vec::new(),
+                n => received.by_ref().take(n as usize).collect(),
+            };
+            let len = piece.len as usize;
+            let at = offset;
+            offset = offset.saturating_add(len);
+            let index = self.indices[pos];
+            let not_received = |message: String| Error::ResultNotSent {
+                index,
+                worker,
+                pid,
+                message,
+            };
+            let left = (len > ipc::FILE_PAYLOAD)
+                .then(sys::address_space_left)
+                .flatten();
+            let room = match left {
+                Some(left) if len as u64 > left => Err(format!(
+                    "it is too large to receive: {len} bytes, about {left} bytes of address \
+                     space left under RLIMIT_AS (ulimit -v)"
+                )),
+                _ => Ok(()),
+            };
+            let source = match (room, bytes.as_mut()) {
+                (Err(message), _) => Err(message),
+                (_, Err(message)) => Err(message.clone()),
+                (_, Ok(source)) => Ok(source),
+            };
+            let result = match source {
+                Err(message) => Err(not_received(message)),
+                Ok(source) => {
+                    let mut decode = || match source {
+                        Received::Heap(b) => b
+                            .get(at..at.saturating_add(len))
+                            .ok_or_else(|| "its bytes are missing from the batch".to_string())
+                            .and_then(ipc::decode::<Outcome<R>>),
+                        // The file's pages are given back as the value is built.
+                        Received::Mapped(file) => file.decode::<Outcome<R>>(at, len),
+                    };
+                    // Without descriptors the piece holds no array: no context to open.
+                    let decoded = match fds.is_empty() {
+                        true => (decode(), None),
+                        false => handoff::with_incoming(fds, decode),
+                    };
+                    match decoded {
+                        (Ok(Outcome::Done(value)), _) => Ok(value),
+                        (Ok(Outcome::Panicked(message)), _) => Err(Error::TaskPanicked {
+                            index,
                             position: pos,
                             worker,
                             pid,
                             message,
                         }),
-                    };
-                    self.settle(pos, result)?;
+                        (Ok(Outcome::Unsendable(message)), _) => Err(not_received(message)),
+                        (Err(_), Some(e)) => Err(e),
+                        (Err(message), None) => Err(not_received(format!(
+                            "the coordinator could not decode it ({message}); results travel \
+                             as postcard, which cannot carry serde attributes that need a \
+                             self-describing format (skip_serializing_if, flatten, untagged \
+                             or internally tagged enums)"
+                        ))),
+                    }
                 }
-                self.crew[worker].acked += n as u64;
-                self.sched.observe(n, batch.busy_ns);
-            }
-            Body::Unsendable { position, message } => {
-                self.take_front(worker, position, 1)?;
-                self.crew[worker].acked += 1;
-                let err = Error::ResultNotSent {
-                    index: self.indices[position],
-                    worker,
-                    pid,
-                    message,
-                };
-                self.settle(position, Err(err))?;
-            }
+            };
+            self.settle(pos, result)?;
         }
+        drop(bytes);
+        self.crew[worker].acked += n as u64;
+        self.sched.observe(n, busy_ns);
         self.refill(worker);
         Ok(())
     }
@@ -353,7 +417,8 @@ where
             (Err(e), Mode::FailFast) => return Err(e),
             (r, _) => r,
         };
-        let fresh = self.values[pos].is_none() && !self.failures.contains_key(&pos);
+        let fresh = self.values[pos].is_none()
+            && (self.failures.is_empty() || !self.failures.contains_key(&pos));
         match result {
             Ok(value) => self.values[pos] = Some(value),
             Err(e) => {
@@ -381,8 +446,44 @@ where
             let started = slot.started_ns.load(Ordering::Relaxed);
             if current > 0 && u128::from(now.saturating_sub(started)) > limit.as_nanos() {
                 m.overdue = Some(current as usize - 1);
-                let _ = sys::kill(m.pid, sys::SIGKILL);
+                m.child.kill();
             }
+        }
+    }
+
+    /// Kills workers that have stayed stopped (by SIGSTOP, or SIGTTIN for a task that
+    /// reads the terminal) for longer than [`STOP_GRACE`]: with tasks in hand and no
+    /// `task_timeout` they would hold the call forever.
+    fn enforce_stops(&mut self) {
+        for (w, m) in self.crew.iter_mut().enumerate() {
+            if m.exit.is_some() || m.stopped.is_some() {
+                m.stopped_since = None;
+                continue;
+            }
+            if !m.child.is_stopped() {
+                m.stopped_since = None;
+                continue;
+            }
+            let since = *m.stopped_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STOP_GRACE {
+                let current = self.board.slot(w).current.load(Ordering::Acquire);
+                m.stopped = Some(((current > 0).then(|| current as usize - 1), since.elapsed()));
+                m.child.kill();
+            }
+        }
+    }
+
+    /// Ends the call with [`Error::Interrupted`] once SIGINT or SIGTERM has arrived: checked
+    /// before any death is blamed on a task, since a signal sent to the whole program may
+    /// have reached the workers too.
+    fn check_interrupt(&self) -> Result<(), Error> {
+        match signals::pending() {
+            Some(signal) => Err(Error::Interrupted {
+                signal,
+                done: self.done,
+                total: self.indices.len(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -394,9 +495,10 @@ where
                 continue;
             }
             let pid = self.crew[w].pid;
-            match sys::try_wait(pid) {
+            match self.crew[w].child.try_wait() {
                 Ok(Some(status)) => {
                     any = true;
+                    self.check_interrupt()?;
                     self.bury(w, status)?;
                 }
                 Ok(None) => {}
@@ -433,7 +535,8 @@ where
         // Tasks it finished but never reported will run again: take them off the bar.
         slot.done.store(m.acked, Ordering::Release);
         let running = slot.current.swap(0, Ordering::AcqRel);
-        let overdue = m.overdue.take();
+        let stopped = m.stopped.take();
+        let overdue = m.overdue.take().or(stopped.and_then(|(p, _)| p));
         let held = self.sched.surrender(w);
         if held.is_empty() && overdue.is_none() {
             // It died idle (or after its last batch): nothing was lost.
@@ -442,8 +545,13 @@ where
         let culprit = overdue
             .or_else(|| (running > 0).then(|| running as usize - 1))
             .filter(|p| held.iter().any(|r| r.contains(p)));
+        let isolate =
+            culprit.is_none() && status == ExitKind::Code(crate::worker::EXIT_CHANNEL_LOST);
         for r in held {
             match culprit {
+                // A task of this chunk closed the worker's descriptors: run them one by
+                // one, so that the next time it is alone and blamed.
+                None if isolate => r.for_each(|p| self.sched.requeue(p..p + 1)),
                 // The culprit goes back alone, so it cannot take innocent tasks down again.
                 Some(p) if r.contains(&p) => {
                     self.sched.requeue(r.start..p);
@@ -458,8 +566,14 @@ where
                 *strikes += 1;
                 if *strikes > self.policy.max_retries {
                     let index = self.indices[p];
-                    let err = match (overdue, self.policy.task_timeout) {
-                        (Some(_), Some(timeout)) => Error::TaskTimedOut {
+                    let err = match (overdue, self.policy.task_timeout, stopped) {
+                        (_, _, Some((_, stopped_for))) => Error::WorkerStopped {
+                            worker: w,
+                            pid,
+                            task: Some((index, p)),
+                            stopped_for,
+                        },
+                        (Some(_), Some(timeout), None) => Error::TaskTimedOut {
                             index,
                             position: p,
                             worker: w,
@@ -482,11 +596,19 @@ where
                 self.unexplained_deaths += 1;
                 if self.unexplained_deaths > (self.policy.max_retries + 1) * self.crew.len() as u32
                 {
-                    return Err(Error::WorkerDied {
-                        worker: w,
-                        pid,
-                        status,
-                        task: None,
+                    return Err(match stopped {
+                        Some((_, stopped_for)) => Error::WorkerStopped {
+                            worker: w,
+                            pid,
+                            task: None,
+                            stopped_for,
+                        },
+                        None => Error::WorkerDied {
+                            worker: w,
+                            pid,
+                            status,
+                            task: None,
+                        },
                     });
                 }
             }
@@ -497,7 +619,7 @@ where
     /// Forks a replacement into slot `w` when work remains; if the fork is refused, the
     /// other workers carry on (the call fails only when none is left).
     fn replace(&mut self, w: usize) -> Result<(), Error> {
-        if self.sched.unsent() == 0 || sys::interrupted().is_some() {
+        if self.sched.unsent() == 0 || signals::pending().is_some() {
             return Ok(());
         }
         match self.spawn(w) {
@@ -524,7 +646,7 @@ where
             // A worker told to stop exits within microseconds: poll fast, then back off.
             let mut nap = Duration::from_micros(5);
             while self.crew[w].exit.is_none() {
-                match sys::try_wait(self.crew[w].pid) {
+                match self.crew[w].child.try_wait() {
                     Ok(Some(status)) => self.crew[w].exit = Some(status),
                     Ok(None) if Instant::now() < deadline => {
                         std::thread::sleep(nap);
@@ -538,17 +660,25 @@ where
     }
 }
 
+/// A batch's payload as the coordinator holds it while decoding.
+enum Received {
+    /// Carried in the message.
+    Heap(Vec<u8>),
+    /// Carried in a memory file, mapped.
+    Mapped(sys::ReceivedFile),
+}
+
 impl<F, R> Drop for Run<'_, F, R> {
     fn drop(&mut self) {
         for m in &mut self.crew {
             m.orders = None;
             if m.exit.is_none() {
-                let _ = sys::kill(m.pid, sys::SIGKILL);
+                m.child.kill();
             }
         }
         for m in &mut self.crew {
             if m.exit.is_none() {
-                m.exit = sys::wait(m.pid).ok();
+                m.exit = Some(m.child.kill_and_reap());
             }
         }
     }

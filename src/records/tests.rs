@@ -93,7 +93,7 @@ fn round_trip_sample() {
     let path = scratch.0.join("s.txt");
     // Enough rows to cross several read blocks.
     write_sample(&path, 120_000, 9).unwrap();
-    assert!(std::fs::metadata(&path).unwrap().len() > 2 * BLOCK as u64);
+    assert!(std::fs::metadata(&path).unwrap().len() > 2 * crate::text::BLOCK_BYTES as u64);
     let expected: Vec<Record> = sample(120_000, 9).collect();
     assert_eq!(expected.len(), 120_000);
     let loaded = load(&path).unwrap();
@@ -173,7 +173,7 @@ fn empty_and_comment_only_files() {
 fn a_line_longer_than_a_block() {
     let scratch = Scratch::new("long");
     let mut text = b"chr1 1 1 1 1\n#".to_vec();
-    text.extend(std::iter::repeat_n(b'x', 3 * BLOCK));
+    text.extend(std::iter::repeat_n(b'x', 3 * crate::text::BLOCK_BYTES));
     text.extend_from_slice(b"\nchr2 2 2 2 2\n");
     let rows = load_text(&scratch, &text).unwrap();
     assert!(same(
@@ -198,31 +198,56 @@ fn a_line_longer_than_a_block() {
 
 /// (file contents, line, column, words the message must contain)
 const MALFORMED: &[(&str, usize, usize, &str)] = &[
-    ("chr1 1 1 1\n", 1, 11, "missing field t (found 4 of 5"),
+    (
+        "chr1 1 1 1\n",
+        1,
+        11,
+        "missing field t: expected 5 columns (chr pos pct c t), found 4",
+    ),
     ("chr1 1 1 1 1\nchr2\n", 2, 5, "missing field pos"),
-    ("chr1 1 1 1 1 1\n", 1, 14, "unexpected sixth field \"1\""),
-    ("\n\n  chr1 x 1 1 1\n", 3, 8, "field pos is \"x\""),
+    ("chr1 1 1 1 1 1\n", 1, 14, "extra column 6 \"1\""),
+    (
+        "\n\n  chr1 x 1 1 1\n",
+        3,
+        8,
+        "field pos (column 2): expected an integer that fits in i32, found \"x\"",
+    ),
     (
         "chr1 1 1 1 1\nchr1 1 1.5.1 1 1\n",
         2,
         8,
-        "field pct is \"1.5.1\"",
+        "field pct (column 3): expected a number (f32), found \"1.5.1\"",
     ),
-    ("chr1 1 1 1.0 1\n", 1, 10, "field c is \"1.0\""),
+    (
+        "chr1 1 1 1.0 1\n",
+        1,
+        10,
+        "field c (column 4): expected an integer",
+    ),
     (
         "chr1 1 1 1 2147483648\n",
         1,
         12,
-        "field t is \"2147483648\"",
+        "field t (column 5): expected an integer that fits in i32, found \"2147483648\"",
     ),
     ("chr1 -2147483649 1 1 1\n", 1, 6, "field pos"),
-    ("chr1 1 nan% 1 1\n", 1, 8, "field pct is \"nan%\""),
-    ("chr1 1 1 1 -\n", 1, 12, "field t is \"-\""),
+    (
+        "chr1 1 nan% 1 1\n",
+        1,
+        8,
+        "field pct (column 3): expected a number (f32), found \"nan%\"",
+    ),
+    (
+        "chr1 1 1 1 -\n",
+        1,
+        12,
+        "field t (column 5): expected an integer that fits in i32, found \"-\"",
+    ),
     (
         "# x\r\nchr12345678 1 1 1 1\r\n",
         2,
         1,
-        "chr \"chr12345678\" is 11 bytes, longer than 10",
+        "field chr (column 1): expected printable ASCII of at most 10 bytes, found \"chr12345678\" (11 bytes, longer than 10)",
     ),
     ("chr\u{e9} 1 1 1 1\n", 1, 1, "not printable ASCII (0xc3)"),
     (
@@ -276,106 +301,6 @@ fn missing_file_is_an_io_error() {
 }
 
 #[test]
-fn integers() {
-    for (text, value) in [
-        ("0", Some(0)),
-        ("-0", Some(0)),
-        ("+17", Some(17)),
-        ("000000000000042", Some(42)),
-        ("2147483647", Some(i32::MAX)),
-        ("-2147483648", Some(i32::MIN)),
-        ("2147483648", None),
-        ("-2147483649", None),
-        ("99999999999999999999", None),
-        ("", None),
-        ("+", None),
-        ("1e3", None),
-        ("--1", None),
-        ("1_000", None),
-    ] {
-        assert_eq!(parse_i32(text.as_bytes()), value, "{text:?}");
-    }
-}
-
-#[test]
-fn floats_match_the_standard_parser() {
-    let fixed = [
-        "0",
-        "-0",
-        "0.0",
-        "1",
-        "1.",
-        ".5",
-        "-.5",
-        "+.5",
-        "0.1",
-        "0.3",
-        "3.1415927",
-        "100",
-        "99.99999",
-        "1234567",
-        "12345678",
-        "0.0000001",
-        "1e10",
-        "1E-5",
-        "-2.5e+3",
-        "inf",
-        "-inf",
-        "Infinity",
-        "nan",
-        "NaN",
-        "3.4028235e38",
-        "3.4028236e38",
-        "1e39",
-        "1e-46",
-        "16777217",
-        "0.00000000001",
-        "9999999.",
-        "0.9999999",
-    ];
-    let check = |text: &str| {
-        let expected: Option<f32> = text.parse().ok();
-        let got = parse_f32(text.as_bytes());
-        assert_eq!(
-            got.map(f32::to_bits),
-            expected.map(f32::to_bits),
-            "{text:?}: {got:?} vs {expected:?}"
-        );
-    };
-    for text in fixed {
-        check(text);
-    }
-    for bad in [
-        "", "-", ".", "1.2.3", "1..", "e5", "1e", "0x10", "1,5", "--1",
-    ] {
-        assert_eq!(parse_f32(bad.as_bytes()), None, "{bad:?}");
-    }
-    let mut rng = fastrand::Rng::with_seed(5);
-    let stress: usize = std::env::var("FORKMAP_STRESS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    for _ in 0..200_000 * stress {
-        let int_digits = rng.usize(0..11);
-        let frac_digits = rng.usize(0..12);
-        let mut text = String::new();
-        if rng.bool() {
-            text.push('-');
-        }
-        for _ in 0..int_digits {
-            text.push(char::from(b'0' + rng.u8(0..10)));
-        }
-        if frac_digits > 0 || rng.bool() {
-            text.push('.');
-        }
-        for _ in 0..frac_digits {
-            text.push(char::from(b'0' + rng.u8(0..10)));
-        }
-        check(&text);
-    }
-}
-
-#[test]
 fn sample_has_the_requested_rows() {
     assert_eq!(sample(0, 1).count(), 0);
     assert_eq!(sample(1, 1).count(), 1);
@@ -383,60 +308,4 @@ fn sample_has_the_requested_rows() {
     let rows: Vec<Record> = sample(25, 1).collect();
     let names: Vec<_> = rows.iter().map(|r| r.chr_str().into_owned()).collect();
     assert_eq!(names, CHROMOSOMES);
-}
-
-#[test]
-fn floats_next_to_midpoints() {
-    // Midpoints between neighbouring f32 in [2^16, 2^24) have at most 8 decimals, so the
-    // fast path sees them exactly, and their neighbours 1e-8 away.
-    let mut rng = fastrand::Rng::with_seed(17);
-    for _ in 0..100_000 {
-        let x = f32::from_bits(rng.u32((1 << 16) as f32 as u32..(1 << 24) as f32 as u32));
-        let up = f32::from_bits(x.to_bits() + 1);
-        let mid = (f64::from(x) + f64::from(up)) / 2.0;
-        for text in [
-            format!("{mid:.8}"),
-            format!("{:.8}", mid - 1e-8),
-            format!("{:.8}", mid + 1e-8),
-            format!("{mid:.7}"),
-        ] {
-            let expected: f32 = text.parse().unwrap();
-            assert_eq!(
-                parse_f32(text.as_bytes()).map(f32::to_bits),
-                Some(expected.to_bits()),
-                "{text}"
-            );
-        }
-    }
-}
-
-#[test]
-fn counting_agrees_with_parsing() {
-    let texts: [&[u8]; 9] = [
-        b"a 1 1 1 1\nb 2 2 2 2\n",
-        b"a 1 1 1 1\nb 2 2 2 2",
-        b"\n\na 1 1 1 1\n\n",
-        b"# c\na 1 1 1 1\n  # c\n\t\n",
-        b"   a 1 1 1 1\r\n\r\nb 2 2 2 2\r\n",
-        b"a 1 1 1 1 # c\n#\n#\n",
-        b"\n",
-        b"#",
-        b"",
-    ];
-    for text in texts {
-        let parsed = parse_block(text, 1, Path::new("x"), |_| true).unwrap();
-        assert_eq!(
-            count_rows(text),
-            parsed,
-            "{:?}",
-            String::from_utf8_lossy(text)
-        );
-    }
-    // A line starting with a control byte is a (malformed) row for both.
-    assert_eq!(count_rows(b"\x01 1 1 1 1\n"), 1);
-    assert_eq!(count_newlines(&b"\n".repeat(1000)), 1000);
-    assert_eq!(
-        count_pairs(b"\nx\ny\n\n", |a, b| a == b'\n' && b != b'\n'),
-        2
-    );
 }

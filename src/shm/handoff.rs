@@ -32,12 +32,27 @@ struct Incoming {
 }
 
 /// Runs `encode` while collecting the descriptors of the arrays it serialises.
+/// The context is closed again even if `encode` panics.
 pub(crate) fn collect_outgoing<T>(encode: impl FnOnce() -> T) -> (T, Vec<OwnedFd>) {
-    let previous = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    struct Scope(Option<Option<Vec<OwnedFd>>>);
+    impl Scope {
+        fn close(&mut self) -> Vec<OwnedFd> {
+            match self.0.take() {
+                Some(previous) => OUTGOING
+                    .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            }
+        }
+    }
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            self.close();
+        }
+    }
+    let mut scope = Scope(Some(OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()))));
     let value = encode();
-    let fds = OUTGOING
-        .with(|o| std::mem::replace(&mut *o.borrow_mut(), previous))
-        .unwrap_or_default();
+    let fds = scope.close();
     (value, fds)
 }
 
