@@ -19,6 +19,13 @@ Peers:
   sequential   the pool_map task in a loop in this process (workload b only): the
                interpreter's own cost per task, without any parallel machinery.
 
+Workloads g and h (issue 8) are tasks that sleep (`--sleeps MS,MS,...`: task i sleeps the
+i-th figure) and return their index and their worker's pid, run by
+  pool_map_c1 / pool_map_default  Pool(workers).map with chunksize 1 / its default chunksize,
+  process_map_c1 / process_map_default  process_map(max_workers=workers) with chunksize 1 /
+               its default (1, passed as no argument at all);
+"extra" has "pids": the number of distinct worker pids that ran a task, per repetition.
+
 Workload f is tutorial 2 end to end (h5py needed, imported only there): children load text
 files of records with np.loadtxt, copy them into SharedMemory blocks and send name, shape and
 dtype back; the parent attaches, writes one HDF5 dataset per file with h5py, closes, and the
@@ -134,6 +141,14 @@ def mem_task(_):
     s = float(tutorial_view().sum())
     time.sleep(max(DEADLINE - time.monotonic(), 0.02))
     return s
+
+
+SLEEPS = []
+
+
+def sleeper(i):
+    time.sleep(SLEEPS[i])
+    return i, os.getpid()
 
 
 def trivial_tutorial(i):
@@ -338,7 +353,35 @@ def check_h5(paths):
 # ---- runners ----------------------------------------------------------------------------
 
 def run_process_map(fn, n, workers, chunksize):
+    if chunksize is None:
+        return process_map(fn, range(n), max_workers=workers, disable=True)
     return process_map(fn, range(n), max_workers=workers, chunksize=chunksize, disable=True)
+
+
+def run_sleepers(peer, workers, reps):
+    """Workloads g and h: wall times, the indices, and distinct worker pids per repetition."""
+    runners = {
+        "pool_map_c1": lambda: run_pool_map(sleeper, len(SLEEPS), workers, 1),
+        "pool_map_default": lambda: run_pool_map(sleeper, len(SLEEPS), workers),
+        "process_map_c1": lambda: run_process_map(sleeper, len(SLEEPS), workers, 1),
+        "process_map_default": lambda: run_process_map(sleeper, len(SLEEPS), workers, None),
+    }
+    if peer not in runners:
+        raise SystemExit(f"no peer {peer} for (g) and (h)")
+    pids = []
+
+    def once():
+        out = runners[peer]()
+        if [i for i, _ in out] != list(range(len(SLEEPS))):
+            raise SystemExit("results out of order")
+        ran = {pid for _, pid in out}
+        if os.getpid() in ran:
+            raise SystemExit("a task ran in the calling process")
+        pids.append(len(ran))
+        return [i for i, _ in out]
+
+    times, out = timed(reps, once)
+    return times, out, {"pids": pids}
 
 
 def run_pool_map(fn, n, workers, chunksize=None):
@@ -391,6 +434,7 @@ def main():
     ap.add_argument("--workload")
     ap.add_argument("--workers", type=int)
     ap.add_argument("--params")
+    ap.add_argument("--sleeps", help="workloads g and h: milliseconds per task, comma-separated")
     args = ap.parse_args()
     if args.check:
         check_h5(args.check)
@@ -462,6 +506,11 @@ def main():
         else:
             raise SystemExit(f"no peer {peer} for (e)")
         extra["first"] = times[0]
+    elif args.workload in ("g", "h"):
+        if not args.sleeps:
+            raise SystemExit("workloads g and h need --sleeps")
+        SLEEPS[:] = [int(ms) / 1000.0 for ms in args.sleeps.split(",")]
+        times, out, extra = run_sleepers(peer, w, P["reps"])
     elif args.workload == "f":
         times, rows, extra = run_t2(peer, w)
         out = [rows]

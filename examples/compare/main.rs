@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! cargo run --release --example compare                  # everything, a few minutes
-//! cargo run --release --example compare -- --quick       # smaller sizes, under a minute
+//! cargo run --release --example compare -- --quick       # smaller sizes, about 2 minutes
 //! cargo run --release --example compare -- --workloads b,e --workers 2 --no-python
 //! cargo run --release --features hdf5 --example compare -- --workloads f
+//! cargo run --release --example compare -- --workloads b,c,g,h   # issue 8's rows
 //! ```
 //!
 //! Peers: forkmap; sequential; rayon with the same number of threads; a naive process
@@ -23,7 +24,14 @@
 //! (f) tutorial 2 end to end: 4 text files of 1,000,000 records loaded in workers, handed
 //! to the parent in shared memory and written to one HDF5 file by the parent. (f) needs
 //! `--features hdf5` (it is skipped, saying so, without it), and its files are checked
-//! to hold the same data on every side.
+//! to hold the same data on every side. (g) W workers and W tasks that sleep 200 ms, for
+//! W = 2, 4, 8, 16; (h) uneven sleeping tasks: one of 1 s among nine of 100 ms on 2
+//! workers (the long one at index 0, then at index 3), and W tasks of 300 ms on W workers
+//! for W = 3, 4, 8. Sleep needs no core, so (g) and (h) measure the scheduler alone
+//! (every worker busy while work is left) at worker counts past this machine's cores;
+//! their tables give the wall time against the ideal and the number of distinct worker
+//! pids that ran a task, for forkmap, `Pool.map` and `process_map` with chunksize 1 and
+//! with their default chunksize.
 //!
 //! Every peer runs in a child process of this one (`--peer`), in its own process group,
 //! so that no peer inherits another's threads or heap and the memory of each peer's
@@ -35,6 +43,7 @@ mod python;
 mod records;
 mod report;
 mod sections;
+mod sleep;
 mod sys;
 mod tree;
 mod work;
@@ -46,7 +55,7 @@ use std::time::{Duration, Instant};
 use report::{Row, Sample, mb, secs};
 use work::{Params, Workload};
 
-const USAGE: &str = "usage: compare [--quick] [--workloads a,b,c,d,e,f] [--workers N] \
+const USAGE: &str = "usage: compare [--quick] [--workloads a,b,c,d,e,f,g,h] [--workers N] \
 [--no-python] [--venv DIR] [--output FILE]";
 
 /// How long one peer may run before its process group is killed.
@@ -64,6 +73,8 @@ struct Args {
     output: Option<PathBuf>,
     peer: Option<String>,
     workload: Option<Workload>,
+    /// A peer's per-task sleeps of (g) and (h), milliseconds (`--sleeps 1000,100,...`).
+    sleeps: Vec<u64>,
     line: String,
 }
 
@@ -77,6 +88,7 @@ fn parse() -> Result<Args, String> {
         output: None,
         peer: None,
         workload: None,
+        sleeps: Vec::new(),
         line: String::new(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -107,6 +119,12 @@ fn parse() -> Result<Args, String> {
                 let w = value()?;
                 a.workload = Some(Workload::from_letter(&w).ok_or(format!("no workload {w}"))?);
             }
+            "--sleeps" => {
+                a.sleeps = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse().map_err(|e| format!("--sleeps {s:?}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -125,7 +143,7 @@ fn main() -> ExitCode {
     match (&args.peer, args.workload) {
         (Some(peer), Some(w)) => {
             let p = Params::new(args.quick, args.workers);
-            match peers::run(peer, w, &p, args.workers) {
+            match peers::run(peer, w, &p, args.workers, &args.sleeps) {
                 Ok(v) => {
                     println!("{v}");
                     ExitCode::SUCCESS
@@ -190,14 +208,16 @@ fn orchestrate(args: &Args) -> ExitCode {
          - date: {}\n- machine: {}\n- forkmap: {}\n- Python: {}\n- command: `{command}`\n\
          - every time is the median of several repetitions, each timing one whole call: \
          start the workers (fork, or rayon's thread pool), run, collect the results in \
-         order, stop the workers. Ratios are peer / forkmap unless said otherwise.\n\n",
+         order, stop the workers. Ratios are peer / forkmap unless said otherwise.\n\
+         - load average (1, 5, 15 min) at the start: {load}\n\n",
         report::today(),
         report::machine(),
         report::source_state(),
         match &h.python {
             Ok(py) => py.version.clone(),
             Err(e) => format!("skipped ({e})"),
-        }
+        },
+        load = report::load_average(),
     );
     let mut targets = Vec::new();
     for &w in &args.workloads {
@@ -208,17 +228,20 @@ fn orchestrate(args: &Args) -> ExitCode {
             Workload::Memory => h.memory(),
             Workload::Startup => h.startup(),
             Workload::Records => h.records(),
+            Workload::Few => h.few(),
+            Workload::Uneven => h.uneven(),
         };
         out.push_str(&text);
         targets.extend(t);
     }
     if !targets.is_empty() {
-        out.push_str("### Targets (issues 3 and 4), measured in this run\n\n");
+        out.push_str("### Targets (issues 3, 4 and 8), measured in this run\n\n");
         out.push_str(&report::targets_table(&targets));
     }
     out.push_str(&format!(
-        "\nWhole run: {:.0} s.\n",
-        began.elapsed().as_secs_f64()
+        "\nWhole run: {:.0} s; load average (1, 5, 15 min) at the end: {}.\n",
+        began.elapsed().as_secs_f64(),
+        report::load_average()
     ));
     print!("{out}");
     if let Some(path) = &args.output
@@ -233,6 +256,18 @@ fn orchestrate(args: &Args) -> ExitCode {
 impl Harness<'_> {
     /// Runs Rust peer `key` on `w` in a child process.
     pub(crate) fn rust(&self, key: &str, w: Workload, workers: usize, sample: bool) -> Row {
+        self.rust_with(key, w, workers, sample, &[])
+    }
+
+    /// [`Harness::rust`] with more arguments for the peer (`--sleeps ...`).
+    pub(crate) fn rust_with(
+        &self,
+        key: &str,
+        w: Workload,
+        workers: usize,
+        sample: bool,
+        extra: &[String],
+    ) -> Row {
         let label = peers::RUST_PEERS
             .iter()
             .find(|(k, _)| *k == key)
@@ -242,7 +277,8 @@ impl Harness<'_> {
             .and_then(|exe| {
                 let mut cmd = Command::new(exe);
                 cmd.args(["--peer", key, "--workload", w.letter()])
-                    .args(["--workers", &workers.to_string()]);
+                    .args(["--workers", &workers.to_string()])
+                    .args(extra);
                 if self.args.quick {
                     cmd.arg("--quick");
                 }
@@ -260,9 +296,26 @@ impl Harness<'_> {
         workers: usize,
         sample: bool,
     ) -> Row {
+        self.py_with(peer, label, w, workers, sample, &[])
+    }
+
+    /// [`Harness::py`] with more arguments for the peer (`--sleeps ...`).
+    pub(crate) fn py_with(
+        &self,
+        peer: &str,
+        label: &str,
+        w: Workload,
+        workers: usize,
+        sample: bool,
+        extra: &[String],
+    ) -> Row {
         let sample = match &self.python {
             Ok(py) => measure(
-                python::command(py, peer, w.letter(), workers, &self.params_json),
+                {
+                    let mut cmd = python::command(py, peer, w.letter(), workers, &self.params_json);
+                    cmd.args(extra);
+                    cmd
+                },
                 sample.then_some(workers + 1),
             ),
             Err(e) => Err(format!("no Python ({e})")),

@@ -33,6 +33,7 @@ pub(crate) fn run(
     workload: Workload,
     p: &Params,
     workers: usize,
+    sleeps_ms: &[u64],
 ) -> Result<Value, String> {
     match workload {
         Workload::Tutorial => tutorial(peer, p),
@@ -41,6 +42,7 @@ pub(crate) fn run(
         Workload::Memory => memory(peer, p, workers),
         Workload::Startup => startup(peer, p, workers),
         Workload::Records => crate::records::run(peer, p, workers),
+        Workload::Few | Workload::Uneven => sleepers(peer, workload, p, workers, sleeps_ms),
     }
 }
 
@@ -308,4 +310,43 @@ fn startup(peer: &str, p: &Params, workers: usize) -> Result<Value, String> {
     };
     let first = t.times.first().copied();
     Ok(report(t, json!({ "first": first })))
+}
+
+/// (g) and (h): task `i` sleeps `sleeps_ms[i]` and returns its index and its worker's pid.
+/// forkmap chooses its own chunks: what is measured is its scheduler. Reports, besides
+/// the times, the number of distinct worker pids that ran a task in each repetition.
+fn sleepers(
+    peer: &str,
+    w: Workload,
+    p: &Params,
+    workers: usize,
+    sleeps_ms: &[u64],
+) -> Result<Value, String> {
+    if peer != "forkmap" {
+        return unknown(peer, w);
+    }
+    if sleeps_ms.is_empty() {
+        return Err(format!("workload ({}) needs --sleeps", w.letter()));
+    }
+    let mut pids = Vec::with_capacity(p.reps);
+    let t = timed(p.reps, || {
+        let out = pool(workers)
+            .map(0..sleeps_ms.len(), |i| {
+                std::thread::sleep(Duration::from_millis(sleeps_ms[i]));
+                (i as u64, std::process::id())
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some((pos, _)) = out.iter().enumerate().find(|(k, r)| r.0 != *k as u64) {
+            return Err(format!("result {pos} is out of order"));
+        }
+        let mut ran: Vec<u32> = out.iter().map(|r| r.1).collect();
+        ran.sort_unstable();
+        ran.dedup();
+        if ran.contains(&std::process::id()) {
+            return Err("a task ran in the calling process, not in a worker".into());
+        }
+        pids.push(ran.len());
+        Ok(out.iter().map(|r| r.0 as f64).collect::<Vec<f64>>())
+    })?;
+    Ok(report(t, json!({ "pids": pids })))
 }

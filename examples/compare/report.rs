@@ -290,3 +290,11 @@ pub(crate) fn source_state() -> String {
         None => "unknown (not a git checkout)".into(),
     }
 }
+
+/// `/proc/loadavg`'s three load averages, or why they are unknown.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |e| format!("unknown ({e})"),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "),
+    )
+}

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::sys;
 
-/// The workloads: (a)-(e) of issue 3, (f) of issue 4.
+/// The workloads: (a)-(e) of issue 3, (f) of issue 4, (g) and (h) of issue 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Workload {
     /// Tutorial 1 exactly: N=1000 array, indices 0..4, 0.1 s sleep, 2 workers, chunk 1.
@@ -25,17 +25,24 @@ pub(crate) enum Workload {
     /// Tutorial 2 end to end: record files loaded in workers, handed to the parent in
     /// shared memory, written to HDF5 by the parent.
     Records,
+    /// W workers, W tasks that sleep 200 ms, for W = 2, 4, 8, 16: does every worker get one?
+    Few,
+    /// Uneven sleeping tasks: one of 1 s among nine of 100 ms on 2 workers (at index 0 and
+    /// at index 3), and W tasks of 300 ms on W workers for W = 3, 4, 8.
+    Uneven,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub(crate) const ALL: [Workload; 6] = [
+    pub(crate) const ALL: [Workload; 8] = [
         Workload::Tutorial,
         Workload::Fine,
         Workload::Skewed,
         Workload::Memory,
         Workload::Startup,
         Workload::Records,
+        Workload::Few,
+        Workload::Uneven,
     ];
 
     /// The one-letter name used on the command line and in the report.
@@ -47,6 +54,8 @@ impl Workload {
             Workload::Memory => "d",
             Workload::Startup => "e",
             Workload::Records => "f",
+            Workload::Few => "g",
+            Workload::Uneven => "h",
         }
     }
 
