@@ -23,16 +23,53 @@ use crate::error::Error;
 /// Coordinator to worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Order {
-    /// Run the tasks at these positions of `indices`, in order, claiming each through
-    /// the worker's gate: `seq` numbers the worker's chunks from 1.
-    /// `block` is how many positions to claim at once.
+    /// Run the tasks at these positions, in order, claiming each through the worker's
+    /// gate: `seq` numbers the worker's chunks from 1, `block` is how many positions to
+    /// claim at once, and `indices` are the chunk's indices (the worker needs nothing of
+    /// the call but its orders, which is what lets workers outlive one call).
     Run {
         seq: u64,
         range: Range<usize>,
         block: u32,
+        indices: Indices,
     },
     /// No more work: leave.
     Stop,
+}
+
+/// The indices of a chunk's positions, as they travel in its order: consecutive ones
+/// (the common `0..n`) as their first, in a few bytes; any others listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Indices {
+    /// `first, first + 1, ...`.
+    From(usize),
+    /// One per position.
+    List(Vec<usize>),
+}
+
+impl Indices {
+    /// The indices of `indices` in the fewest bytes.
+    pub(crate) fn of(indices: &[usize]) -> Indices {
+        let first = indices.first().copied().unwrap_or(0);
+        let consecutive = indices
+            .iter()
+            .enumerate()
+            .all(|(k, &i)| first.checked_add(k) == Some(i));
+        if consecutive {
+            Indices::From(first)
+        } else {
+            Indices::List(indices.to_vec())
+        }
+    }
+
+    /// The index at `offset` in the chunk.
+    #[inline]
+    pub(crate) fn at(&self, offset: usize) -> usize {
+        match self {
+            Indices::From(first) => first + offset,
+            Indices::List(list) => list[offset],
+        }
+    }
 }
 
 /// What became of one task, as the coordinator decodes it. Each outcome of a batch is
@@ -220,6 +257,21 @@ pub(crate) fn report_channel() -> Result<(IpcSender<Envelope>, IpcReceiver<Envel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_indices_travel_as_their_first_and_others_as_a_list() {
+        assert_eq!(Indices::of(&[7, 8, 9]), Indices::From(7));
+        assert_eq!(Indices::of(&[]), Indices::From(0));
+        assert_eq!(Indices::of(&[usize::MAX]), Indices::From(usize::MAX));
+        let list = Indices::of(&[3, 1, 4, 1]);
+        assert_eq!(list, Indices::List(vec![3, 1, 4, 1]));
+        assert_eq!((list.at(0), list.at(3)), (3, 1));
+        assert_eq!(Indices::From(10).at(5), 15);
+        assert_eq!(
+            Indices::of(&[usize::MAX - 1, usize::MAX]),
+            Indices::From(usize::MAX - 1)
+        );
+    }
 
     #[test]
     fn borrowed_and_owned_outcomes_share_a_wire_format() {

@@ -67,7 +67,6 @@ pub(crate) struct Worker<'a, F> {
     pub(crate) id: usize,
     pub(crate) incarnation: u64,
     pub(crate) coordinator: sys::Pid,
-    pub(crate) indices: &'a [usize],
     pub(crate) f: &'a F,
     pub(crate) orders: IpcReceiver<Order>,
     pub(crate) reports: IpcSender<Envelope>,
@@ -105,7 +104,13 @@ impl<F> Worker<'_, F> {
     {
         let slot = self.board.slot(self.id);
         let gate = Gate(&slot.gate);
-        while let Ok(Order::Run { seq, range, block }) = self.orders.recv() {
+        while let Ok(Order::Run {
+            seq,
+            range,
+            block,
+            indices,
+        }) = self.orders.recv()
+        {
             // The coordinator may have taken the chunk back, or take back its unclaimed
             // end while it runs: each position is claimed through the gate first.
             if !gate.open(seq, range.len()) {
@@ -120,7 +125,7 @@ impl<F> Worker<'_, F> {
                     slot.started_ns
                         .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
                     slot.current.store(pos as u64 + 1, Ordering::Release);
-                    let index = self.indices[pos];
+                    let index = indices.at(offset);
                     let returned = panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index)));
                     // The task still counts as running until its outcome is encoded: a
                     // timeout, crash or stop while its result is serialised is its own.

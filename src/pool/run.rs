@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ExitKind};
-use crate::ipc::{self, Body, Envelope, Order, Outcome, Payload};
+use crate::ipc::{self, Body, Envelope, Indices, Order, Outcome, Payload};
 use crate::progress::Progress;
 use crate::schedule::{Gates, Scheduler};
 use crate::shm::{Board, handoff};
@@ -179,7 +179,6 @@ where
                     id: w,
                     incarnation,
                     coordinator: self.coordinator,
-                    indices: self.indices,
                     f: self.f,
                     orders: rx,
                     reports: self.report_tx.clone(),
@@ -226,6 +225,7 @@ where
         for (v, chunk) in self.sched.fill(w, self.board) {
             let order = Order::Run {
                 seq: chunk.seq,
+                indices: Indices::of(&self.indices[chunk.range.clone()]),
                 range: chunk.range,
                 block,
             };
