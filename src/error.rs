@@ -219,6 +219,24 @@ pub enum Error {
         /// The library's message.
         message: String,
     },
+    /// A task, or the local pool, failed on an MPI rank (feature `mpi`): every rank of a
+    /// `forkmap::mpi::Cluster` call returns this same error. The position is in
+    /// the whole call's `indices`; the message is the rank's own error, positions included.
+    #[error("rank {rank}: {message}")]
+    OnRank {
+        /// The rank it failed on (in the cluster's communicator).
+        rank: i32,
+        /// The task's index, when one task failed.
+        index: Option<usize>,
+        /// Its position in the call's `indices`, when known.
+        position: Option<usize>,
+        /// The rank's error, as text.
+        message: String,
+    },
+    /// The ranks of an MPI call disagree or could not talk (feature `mpi`): different
+    /// `indices` on some rank, a message that could not be decoded.
+    #[error("mpi: {0}")]
+    Mpi(String),
 }
 
 fn describe_channel(worker: Option<usize>) -> String {
@@ -245,6 +263,7 @@ impl Error {
             Error::WorkerDied { task, .. } | Error::WorkerStopped { task, .. } => {
                 task.map(|(index, _)| index)
             }
+            Error::OnRank { index, .. } => *index,
             _ => None,
         }
     }

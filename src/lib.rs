@@ -17,6 +17,9 @@ mod worker;
 #[cfg(feature = "hdf5")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hdf5")))]
 pub mod h5;
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+pub mod mpi;
 pub mod npy;
 pub mod records;
 pub mod row;

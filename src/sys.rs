@@ -14,10 +14,14 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
 mod child;
+#[cfg(feature = "mpi")]
+pub(crate) mod cpus;
 pub(crate) mod fds;
 mod memory;
 mod received;
 pub(crate) mod signals;
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 
 pub(crate) use child::{Child, own_process_group};
 pub(crate) use memory::memory_budget;
