@@ -80,7 +80,8 @@ proptest! {
                     }
                 }
                 Step::Complete(r, k, ns) if r < ranks && !sim[r].blocks.is_empty() => {
-                    let b = sim[r].blocks.remove(k % sim[r].blocks.len());
+                    let held = sim[r].blocks.len();
+                    let b = sim[r].blocks.remove(k % held);
                     prop_assert_eq!(d.complete(r, b.id, Duration::from_nanos(ns)), Ok(b));
                     // A second report of the same block is refused.
                     prop_assert_eq!(
@@ -89,7 +90,8 @@ proptest! {
                     );
                 }
                 Step::Fail(r, k) if r < ranks && !sim[r].blocks.is_empty() => {
-                    let b = sim[r].blocks.remove(k % sim[r].blocks.len());
+                    let held = sim[r].blocks.len();
+                    let b = sim[r].blocks.remove(k % held);
                     prop_assert_eq!(d.fail(r, b.id), Ok(b));
                     failed += b.len();
                 }
