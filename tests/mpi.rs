@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use forkmap::mpi::Cluster;
-use forkmap::mpi::rsmpi::{self, Threading};
+use forkmap::mpi::rsmpi::{self, Threading, traits::Communicator};
 use forkmap::{Error, Pool};
 
 // ---------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ fn call_indices() -> Vec<usize> {
 }
 
 fn rank_main(role: &str) {
-    let _d = common::deadline(200);
+    let _d = common::deadline(150);
     if role == "threading" {
         let universe = rsmpi::initialize().expect("MPI initialises once");
         let err = Cluster::new(&universe.world(), Pool::new().workers(2)).unwrap_err();
@@ -308,14 +308,31 @@ fn rank_main(role: &str) {
     let cluster = Cluster::new(&world, pool)
         .unwrap()
         .block_time(Duration::from_millis(20))
-        .max_message_bytes(1000);
+        .max_message_bytes(1000)
+        .rank_timeout(Duration::from_secs(if role == "hang" { 3 } else { 60 }));
+    let me = cluster.rank();
+    // A failed check must end the job: unwinding would reach MPI_Finalize, which waits
+    // for the other ranks, which wait in the next call.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&cluster, role)));
+    if checked.is_err() {
+        eprintln!("rank {me}: {role} failed; aborting the job");
+        world.abort(1);
+    }
+    // Forked workers carry this binary's name; a singleton's helper (orted) does not.
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let mine = comm(std::process::id() as i32);
+    let workers: Vec<i32> = common::children().into_iter().filter(|&c| comm(c) == mine).collect();
+    assert!(workers.is_empty(), "rank {me} left workers {workers:?}");
+    println!("rank {me}: {role} ok");
+}
+
+fn scenario(cluster: &Cluster, role: &str) {
     let me = cluster.rank();
     match role {
-        "compare" => compare(&cluster),
-        "fail" => fail(&cluster),
-        "mismatch" => mismatch(&cluster),
+        "compare" => compare(cluster),
+        "fail" => fail(cluster),
+        "mismatch" => mismatch(cluster),
         "hang" => {
-            let cluster = cluster.rank_timeout(Duration::from_secs(3));
             let got = cluster.map(0..4000, |i| {
                 if me == 1 {
                     // A worker stops its own rank: the rank goes silent.
@@ -329,12 +346,6 @@ fn rank_main(role: &str) {
         }
         other => panic!("unknown role {other}"),
     }
-    // Forked workers carry this binary's name; a singleton's helper (orted) does not.
-    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let mine = comm(std::process::id() as i32);
-    let workers: Vec<i32> = common::children().into_iter().filter(|&c| comm(c) == mine).collect();
-    assert!(workers.is_empty(), "rank {me} left workers {workers:?}");
-    println!("rank {me}: {role} ok");
 }
 
 fn compare(cluster: &Cluster) {
@@ -348,7 +359,7 @@ fn compare(cluster: &Cluster) {
     assert_eq!(got.is_some(), root);
     if let Some(got) = got {
         let values: Vec<u64> = got.iter().map(|g| g.0).collect();
-        assert_eq!(values, seq);
+        assert!(values == seq, "results differ from the sequential run");
         for r in 0..cluster.size() {
             let n = got.iter().filter(|g| g.1 == r).count();
             assert!(n > 0, "rank {r} ran nothing");
@@ -360,7 +371,7 @@ fn compare(cluster: &Cluster) {
     let got = cluster.try_map(indices.iter().copied(), work).unwrap();
     if let Some(got) = got {
         let values: Vec<u64> = got.into_iter().map(|r| r.unwrap()).collect();
-        assert_eq!(values, seq);
+        assert!(values == seq, "results differ from the sequential run");
     }
 
     // fold with a reduce that is associative but not commutative: the order survives.
@@ -380,7 +391,7 @@ fn compare(cluster: &Cluster) {
         .unwrap();
     assert_eq!(got.is_some(), root);
     if let Some(got) = got {
-        assert_eq!(got, indices);
+        assert!(got == indices, "the fold lost the order of the indices");
     }
     let total = cluster
         .fold_all(indices.iter().copied(), || 0u64, |a, i| a.wrapping_add(work(i)), u64::wrapping_add)
@@ -428,7 +439,7 @@ fn fail(cluster: &Cluster) {
     // The cluster is whole again: the next call is exact.
     let got = cluster.map(0..500, work).unwrap();
     if let Some(got) = got {
-        assert_eq!(got, (0..500).map(work).collect::<Vec<_>>());
+        assert!(got == (0..500).map(work).collect::<Vec<_>>(), "results differ");
     }
 
     // try_map: tasks failing on rank 1 (a panic, a worker that aborts) take their slots.
@@ -488,5 +499,5 @@ fn mismatch(cluster: &Cluster) {
     );
     // And then all agree again.
     let got = cluster.map_all(0..100, work).unwrap();
-    assert_eq!(got, (0..100).map(work).collect::<Vec<_>>());
+    assert!(got == (0..100).map(work).collect::<Vec<_>>(), "results differ");
 }

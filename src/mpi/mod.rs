@@ -362,8 +362,10 @@ impl Cluster {
         let Some(outputs) = self.run(&indices, &local, call)? else {
             return Ok(None);
         };
+        let mut outputs = outputs?;
+        outputs.sort_unstable_by_key(|(start, _, _)| *start);
         Ok(Some(
-            outputs?
+            outputs
                 .into_iter()
                 .map(|(_, _, t)| t)
                 .reduce(&reduce)
