@@ -209,11 +209,11 @@ impl Dispatcher {
     }
 }
 
-/// Half an even share of what is left, at least two tasks per local worker, at most what
+/// Half an even share of what is left, at least one task per local worker, at most what
 /// the rank ran in `block_ns` so far (before any measurement: the minimum, a probe).
 fn block_size(remaining: usize, ranks: usize, book: &RankBook, block_ns: u64) -> usize {
     let guided = remaining.div_ceil(2 * ranks.max(1));
-    let min = book.workers.saturating_mul(2);
+    let min = book.workers;
     let cap = if book.busy_ns == 0 {
         min
     } else {

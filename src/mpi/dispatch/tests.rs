@@ -129,7 +129,7 @@ proptest! {
         prop_assert_eq!(d.request(0), Ok(Grant::NoMore));
     }
 
-    /// Sizes: never below two tasks per worker (unless fewer remain), never above half an
+    /// Sizes: never below one task per worker (unless fewer remain), never above half an
     /// even share of what is left (unless that is below the minimum), and capped by what
     /// the rank ran in block_time.
     #[test]
@@ -143,7 +143,7 @@ proptest! {
         let mut left = total;
         let mut first = true;
         while let Grant::Block(b) = d.request(0).unwrap() {
-            let min = (2 * workers).min(left);
+            let min = workers.min(left);
             let guided = left.div_ceil(2 * ranks);
             prop_assert!(b.len() >= min);
             prop_assert!(b.len() <= guided.max(min));
