@@ -138,7 +138,10 @@ fn run(world: &impl Communicator, args: Args) -> Result<bool, Box<dyn std::error
     let fresh = Array2::from_shape_simple_fn((n, n), || rng.f64());
     let seq_read: Vec<f64> = agrid.iter().map(|&a| fresh[[a, a]]).collect();
     let seq_written: Vec<f64> = agrid.iter().map(|&a| -(a as f64) - 1.0).collect();
-    println!("parallel results on {} ranks: {read:?}  ({read_secs:.3} s)", cluster.size());
+    println!(
+        "parallel results on {} ranks: {read:?}  ({read_secs:.3} s)",
+        cluster.size()
+    );
     println!("written by the workers: {written:?}  ({write_secs:.3} s)");
     let same = read == seq_read && written == seq_written && all_applied;
     println!("matches the sequential run: {same}");

@@ -18,10 +18,10 @@ mod child;
 pub(crate) mod cpus;
 pub(crate) mod fds;
 mod memory;
-mod received;
-pub(crate) mod signals;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
+mod received;
+pub(crate) mod signals;
 
 pub(crate) use child::{Child, own_process_group};
 pub(crate) use memory::memory_budget;

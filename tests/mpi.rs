@@ -50,8 +50,16 @@ fn run(mut cmd: Command, secs: u64) -> Ran {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the command");
-    let mut pipes = [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)];
+    let mut pipes = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
     let readers: Vec<_> = pipes
         .iter_mut()
         .map(|p| {
@@ -77,7 +85,13 @@ fn run(mut cmd: Command, secs: u64) -> Ran {
 }
 
 /// This binary again, as rank(s) running `test` in `role`.
-fn ranks(np: Option<usize>, test: &str, role: &str, envs: &[(&str, &str)], bind_none: bool) -> Command {
+fn ranks(
+    np: Option<usize>,
+    test: &str,
+    role: &str,
+    envs: &[(&str, &str)],
+    bind_none: bool,
+) -> Command {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = match np {
         None => Command::new(&exe),
@@ -164,7 +178,12 @@ fn two_and_three_ranks_match_a_sequential_run() {
     let Some(_) = mpirun() else { return };
     let _d = common::deadline(600);
     for np in [2, 3] {
-        let ran = launch(Some(np), "two_and_three_ranks_match_a_sequential_run", "compare", &[]);
+        let ran = launch(
+            Some(np),
+            "two_and_three_ranks_match_a_sequential_run",
+            "compare",
+            &[],
+        );
         expect_ok(&ran, "compare ok", np);
         eprintln!("-np {np}: {:.1} s\n{}", ran.took.as_secs_f64(), ran.out);
     }
@@ -191,7 +210,12 @@ fn differing_indices_are_an_error_on_every_rank() {
     }
     let Some(_) = mpirun() else { return };
     let _d = common::deadline(200);
-    let ran = launch(Some(3), "differing_indices_are_an_error_on_every_rank", "mismatch", &[]);
+    let ran = launch(
+        Some(3),
+        "differing_indices_are_an_error_on_every_rank",
+        "mismatch",
+        &[],
+    );
     expect_ok(&ran, "mismatch ok", 3);
 }
 
@@ -202,9 +226,18 @@ fn a_stopped_rank_aborts_the_job_naming_it() {
     }
     let Some(_) = mpirun() else { return };
     let _d = common::deadline(200);
-    let ran = launch(Some(2), "a_stopped_rank_aborts_the_job_naming_it", "hang", &[]);
+    let ran = launch(
+        Some(2),
+        "a_stopped_rank_aborts_the_job_naming_it",
+        "hang",
+        &[],
+    );
     assert_ne!(ran.code, Some(0), "{}", ran.out);
-    assert!(ran.out.contains("forkmap: rank 1 has sent nothing for"), "{}", ran.out);
+    assert!(
+        ran.out.contains("forkmap: rank 1 has sent nothing for"),
+        "{}",
+        ran.out
+    );
     assert!(!ran.out.contains("hang returned"), "{}", ran.out);
     // rank_timeout is 3 s: the job ends in seconds, not at the test's deadline.
     assert!(ran.took < Duration::from_secs(60), "took {:?}", ran.took);
@@ -237,21 +270,45 @@ fn the_tutorial_example_runs_on_two_and_three_ranks() {
     }
     let Some(_) = mpirun() else { return };
     let exe = std::env::current_exe().unwrap();
-    let example = exe.parent().unwrap().parent().unwrap().join("examples/mpi_tutorial");
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/mpi_tutorial");
     if !example.is_file() {
         assert!(
             std::env::var("CI").ok().as_deref() != Some("true"),
             "examples/mpi_tutorial was not built (CI runs the whole `cargo test --features mpi`)"
         );
-        eprintln!("skipped: {} not built (run the whole suite)", example.display());
+        eprintln!(
+            "skipped: {} not built (run the whole suite)",
+            example.display()
+        );
         return;
     }
     let _d = common::deadline(300);
     for np in ["2", "3"] {
         let mut cmd = Command::new("mpirun");
-        cmd.args(["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", np])
-            .arg(&example)
-            .args(["--n", "300", "--tasks", "40", "--sleep", "0.01", "--workers", "2"]);
+        cmd.args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+            "-np",
+            np,
+        ])
+        .arg(&example)
+        .args([
+            "--n",
+            "300",
+            "--tasks",
+            "40",
+            "--sleep",
+            "0.01",
+            "--workers",
+            "2",
+        ]);
         let ran = run(cmd, 200);
         expect_ok(&ran, "matches the sequential run: true", 1);
     }
@@ -279,7 +336,10 @@ fn rank_main(role: &str) {
         let universe = rsmpi::initialize().expect("MPI initialises once");
         let err = Cluster::new(&universe.world(), Pool::new().workers(2)).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
-        assert!(err.to_string().contains("initialize_with_threading"), "{err}");
+        assert!(
+            err.to_string().contains("initialize_with_threading"),
+            "{err}"
+        );
         println!("threading ok");
         return;
     }
@@ -294,7 +354,12 @@ fn rank_main(role: &str) {
             let err = made.unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, Error::Config(_)), "{text}");
-            for fix in ["--bind-to none", "--map-by ppr:1:node:PE=", "srun --cpus-per-task", "FORKMAP_WORKERS"] {
+            for fix in [
+                "--bind-to none",
+                "--map-by ppr:1:node:PE=",
+                "srun --cpus-per-task",
+                "FORKMAP_WORKERS",
+            ] {
                 assert!(text.contains(fix), "{fix} missing in: {text}");
             }
         } else {
@@ -313,7 +378,8 @@ fn rank_main(role: &str) {
     let me = cluster.rank();
     // A failed check must end the job: unwinding would reach MPI_Finalize, which waits
     // for the other ranks, which wait in the next call.
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&cluster, role)));
+    let checked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&cluster, role)));
     if checked.is_err() {
         eprintln!("rank {me}: {role} failed; aborting the job");
         world.abort(1);
@@ -321,7 +387,10 @@ fn rank_main(role: &str) {
     // Forked workers carry this binary's name; a singleton's helper (orted) does not.
     let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let mine = comm(std::process::id() as i32);
-    let workers: Vec<i32> = common::children().into_iter().filter(|&c| comm(c) == mine).collect();
+    let workers: Vec<i32> = common::children()
+        .into_iter()
+        .filter(|&c| comm(c) == mine)
+        .collect();
     assert!(workers.is_empty(), "rank {me} left workers {workers:?}");
     println!("rank {me}: {role} ok");
 }
@@ -355,7 +424,9 @@ fn compare(cluster: &Cluster) {
     let seq: Vec<u64> = indices.iter().map(|&i| work(i)).collect();
 
     // map: results on the root, in the order of the indices; which rank ran each.
-    let got = cluster.map(indices.iter().copied(), |i| (work(i), me)).unwrap();
+    let got = cluster
+        .map(indices.iter().copied(), |i| (work(i), me))
+        .unwrap();
     assert_eq!(got.is_some(), root);
     if let Some(got) = got {
         let values: Vec<u64> = got.iter().map(|g| g.0).collect();
@@ -394,7 +465,12 @@ fn compare(cluster: &Cluster) {
         assert!(got == indices, "the fold lost the order of the indices");
     }
     let total = cluster
-        .fold_all(indices.iter().copied(), || 0u64, |a, i| a.wrapping_add(work(i)), u64::wrapping_add)
+        .fold_all(
+            indices.iter().copied(),
+            || 0u64,
+            |a, i| a.wrapping_add(work(i)),
+            u64::wrapping_add,
+        )
         .unwrap();
     assert_eq!(total, seq.iter().fold(0u64, |a, &b| a.wrapping_add(b)));
 
@@ -403,7 +479,11 @@ fn compare(cluster: &Cluster) {
         .map_all(0..400, |i| vec![(i % 251) as u8; 3000])
         .unwrap();
     assert_eq!(got.len(), 400);
-    assert!(got.iter().enumerate().all(|(i, v)| v.len() == 3000 && v.iter().all(|&b| b == (i % 251) as u8)));
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, v)| v.len() == 3000 && v.iter().all(|&b| b == (i % 251) as u8))
+    );
 
     // Nothing to do is no error.
     let empty = cluster.map(std::iter::empty(), work).unwrap();
@@ -439,7 +519,10 @@ fn fail(cluster: &Cluster) {
     // The cluster is whole again: the next call is exact.
     let got = cluster.map(0..500, work).unwrap();
     if let Some(got) = got {
-        assert!(got == (0..500).map(work).collect::<Vec<_>>(), "results differ");
+        assert!(
+            got == (0..500).map(work).collect::<Vec<_>>(),
+            "results differ"
+        );
     }
 
     // try_map: tasks failing on rank 1 (a panic, a worker that aborts) take their slots.
@@ -462,7 +545,13 @@ fn fail(cluster: &Cluster) {
                 Ok((v, _)) => assert_eq!(*v, work(indices[p])),
                 Err(e) => {
                     failed += 1;
-                    let Error::OnRank { rank: 1, index: Some(i), position, .. } = e else {
+                    let Error::OnRank {
+                        rank: 1,
+                        index: Some(i),
+                        position,
+                        ..
+                    } = e
+                    else {
                         panic!("{e}")
                     };
                     assert!(i % 10 == 3 || i % 10 == 7, "{e}");
@@ -482,22 +571,39 @@ fn mismatch(cluster: &Cluster) {
     let me = cluster.rank();
     let n = if me == 1 { 101 } else { 100 };
     let err = cluster.map(0..n, work).unwrap_err();
-    assert!(err.to_string().contains("rank 1 has 101 indices, rank 0 has 100"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("rank 1 has 101 indices, rank 0 has 100"),
+        "{err}"
+    );
     let err = cluster
-        .map((0..100).map(|i| if me == 1 && i == 50 { 7 } else { i }), work)
+        .map(
+            (0..100).map(|i| if me == 1 && i == 50 { 7 } else { i }),
+            work,
+        )
         .unwrap_err();
-    assert!(err.to_string().contains("rank 1's 100 indices differ from rank 0's"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("rank 1's 100 indices differ from rank 0's"),
+        "{err}"
+    );
     let err = if me == 1 {
-        cluster.fold(0..10, || 0, |a, i| a + i, |a, b| a + b).map(|_| ())
+        cluster
+            .fold(0..10, || 0, |a, i| a + i, |a, b| a + b)
+            .map(|_| ())
     } else {
         cluster.map(0..10, work).map(|_| ())
     }
     .unwrap_err();
     assert!(
-        err.to_string().contains("rank 1 called Cluster::fold while rank 0 called Cluster::map"),
+        err.to_string()
+            .contains("rank 1 called Cluster::fold while rank 0 called Cluster::map"),
         "{err}"
     );
     // And then all agree again.
     let got = cluster.map_all(0..100, work).unwrap();
-    assert!(got == (0..100).map(work).collect::<Vec<_>>(), "results differ");
+    assert!(
+        got == (0..100).map(work).collect::<Vec<_>>(),
+        "results differ"
+    );
 }

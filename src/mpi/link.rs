@@ -138,7 +138,11 @@ pub(crate) fn serve_root(
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    halt(&mut stop, 0, Failure::plain("the calling thread ended".into()));
+                    halt(
+                        &mut stop,
+                        0,
+                        Failure::plain("the calling thread ended".into()),
+                    );
                     break;
                 }
             }
@@ -218,9 +222,11 @@ pub(crate) fn serve_root(
                     local(m, &mut book, &mut stop);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    halt(&mut stop, 0, Failure::plain("the calling thread ended".into()))
-                }
+                Err(RecvTimeoutError::Disconnected) => halt(
+                    &mut stop,
+                    0,
+                    Failure::plain("the calling thread ended".into()),
+                ),
             }
         } else {
             nap.next(true);
@@ -404,7 +410,9 @@ pub(crate) fn serve_rank(
                     0,
                     &Msg::Failed {
                         id: u64::MAX,
-                        failure: Failure::plain(format!("unexpected message {other:?} from the root")),
+                        failure: Failure::plain(format!(
+                            "unexpected message {other:?} from the root"
+                        )),
                     },
                 ),
                 Err(e) => send(

@@ -158,7 +158,11 @@ impl Cluster {
         let own = pool.worker_count();
         let (mask, online) = cpus();
         let bound = std::env::var_os("FORKMAP_WORKERS").is_none() && mask == 1 && online > 1;
-        let status: u64 = if own.is_err() { 1 } else { u64::from(bound) * 2 };
+        let status: u64 = if own.is_err() {
+            1
+        } else {
+            u64::from(bound) * 2
+        };
         let mine = [
             status,
             own.as_ref().map_or(0, |&w| w as u64),
@@ -266,11 +270,7 @@ impl Cluster {
     /// # Errors
     /// As for `map`, except that task failures are in their slots; [`Error::OnRank`] is
     /// returned for failures of a rank's pool itself (set-up, interruption).
-    pub fn try_map<I, F, R>(
-        &self,
-        indices: I,
-        f: F,
-    ) -> Result<Option<Vec<Result<R, Error>>>, Error>
+    pub fn try_map<I, F, R>(&self, indices: I, f: F) -> Result<Option<Vec<Result<R, Error>>>, Error>
     where
         I: IntoIterator<Item = usize>,
         F: Fn(usize) -> R,
@@ -554,7 +554,8 @@ fn drive<L: Local>(
     let mut outputs: Outputs<L::Output> = Vec::new();
     let mut remote: Vec<(usize, i32, Vec<u8>)> = Vec::new();
     let mut undecodable: Option<Error> = None;
-    let mut decode = |outputs: &mut Outputs<L::Output>, (start, rank, bytes): (usize, i32, Vec<u8>)| {
+    let mut decode = |outputs: &mut Outputs<L::Output>,
+                      (start, rank, bytes): (usize, i32, Vec<u8>)| {
         match postcard::from_bytes::<L::Output>(&bytes) {
             Ok(o) => outputs.push((start, rank, o)),
             Err(e) => {
@@ -647,10 +648,11 @@ fn done(block: Block, began: Instant, payload: Option<Vec<u8>>) -> ToLink {
 fn concat<R>(mut outputs: Outputs<Vec<R>>, total: usize) -> Result<Vec<R>, Error> {
     outputs.sort_unstable_by_key(|(start, _, _)| *start);
     let mut out = Vec::new();
-    out.try_reserve_exact(total).map_err(|e| Error::TooManyTasks {
-        count: total,
-        reason: format!("could not allocate the results on the root: {e}"),
-    })?;
+    out.try_reserve_exact(total)
+        .map_err(|e| Error::TooManyTasks {
+            count: total,
+            reason: format!("could not allocate the results on the root: {e}"),
+        })?;
     for (start, rank, values) in outputs {
         if start != out.len() {
             return Err(Error::Mpi(format!(

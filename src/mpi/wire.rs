@@ -179,7 +179,10 @@ mod tests {
     fn pieces_cover_exactly() {
         assert_eq!(pieces(0, 10).count(), 0);
         assert_eq!(pieces(10, 10).collect::<Vec<_>>(), vec![0..10]);
-        assert_eq!(pieces(25, 10).collect::<Vec<_>>(), vec![0..10, 10..20, 20..25]);
+        assert_eq!(
+            pieces(25, 10).collect::<Vec<_>>(),
+            vec![0..10, 10..20, 20..25]
+        );
         let total: usize = pieces(1 << 31, 1 << 30).map(|r| r.len()).sum();
         assert_eq!(total, 1 << 31);
     }
@@ -207,7 +210,10 @@ mod tests {
             }
         ));
         assert_eq!(e.task_index(), Some(77));
-        assert!(e.to_string().starts_with("rank 1: task 77 (position 103)"), "{e}");
+        assert!(
+            e.to_string().starts_with("rank 1: task 77 (position 103)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -58,8 +58,8 @@ proptest! {
                     prop_assert!(b.len() >= 1);
                     prop_assert_eq!(b.start, next_start, "blocks go front to back");
                     next_start = b.end;
-                    for p in b.start..b.end {
-                        granted[p] += 1;
+                    for g in &mut granted[b.start..b.end] {
+                        *g += 1;
                     }
                     sim[r].blocks.push(b);
                 }
