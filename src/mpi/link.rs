@@ -340,10 +340,12 @@ pub(crate) fn serve_rank(
     let mut said = [start];
     let mut nap = Nap(MIN_NAP);
     let mut main_gone = false;
+    let mut woken: Option<ToLink> = None;
     loop {
         let mut busy = false;
         while !main_gone {
-            let msg = match from_main.try_recv() {
+            let next = woken.take().map_or_else(|| from_main.try_recv(), Ok);
+            let msg = match next {
                 Ok(m) => m,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -426,6 +428,15 @@ pub(crate) fn serve_rank(
             }
         }
         keep_alive(comm, &mut said, &heard, cfg.rank_timeout, |_| false);
-        std::thread::sleep(nap.next(busy));
+        // Nap, but wake at once when the calling thread has something to send.
+        if !main_gone {
+            match from_main.recv_timeout(nap.next(busy)) {
+                Ok(m) => woken = Some(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
+        } else {
+            std::thread::sleep(nap.next(busy));
+        }
     }
 }
