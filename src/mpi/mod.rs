@@ -31,7 +31,7 @@
 //! |---|---|
 //! | a task panics, kills its worker or times out on any rank | handled by that rank's pool as on one machine (retries, blame); then in [`map`](Cluster::map) the call stops on every rank, each rank finishing the block it runs (workers reaped everywhere), and every rank returns the same [`Error::OnRank`] naming the rank, the task's index and its position; in [`try_map`](Cluster::try_map) the error takes the task's slot |
 //! | a rank's process dies | the MPI job ends (Open MPI 4.1 has no fault-tolerant MPI): mpirun kills the other ranks, whose workers die with them; under Slurm use `srun --kill-on-bad-exit=1` |
-//! | a rank hangs or is stopped | the root (or a rank, for a silent root) aborts the job after [`rank_timeout`](Cluster::rank_timeout) (default 60 s) of silence, printing the rank; every rank's link thread sends a beat each second |
+//! | a rank stops answering (stopped, or its process hung) | the root (or a rank, for a silent root) aborts the job with `MPI_Abort` after [`rank_timeout`](Cluster::rank_timeout) (default 60 s) of silence, printing the rank; every rank's link thread sends a beat each second, so a rank whose tasks merely run long is not silent (a task that never ends is the pool's [`task_timeout`](Pool::task_timeout)'s business) |
 //! | ranks pass different `indices`, or make different calls | [`Error::Mpi`] on every rank, naming the first rank that differs |
 //! | a rank bound to one CPU (mpirun's default binding) | [`Cluster::new`] fails on every rank with [`Error::Config`] naming the fix |
 //!
@@ -354,7 +354,7 @@ impl Cluster {
         let indices = collect(indices)?;
         let local = FoldBlocks {
             pool: &self.pool,
-            workers: self.pool.worker_count()?,
+            workers: self.workers[self.comm.rank() as usize],
             identity: &identity,
             fold: &fold,
             reduce: &reduce,
