@@ -31,8 +31,8 @@ pub use error::{Error, ExitKind};
 /// `#[derive(forkmap::Row)]`: see [`row`].
 pub use forkmap_derive::Row;
 pub use pool::{Completed, Crew, Imap, ImapUnordered, Pool, Retirement};
-pub use worker::WorkerInfo;
 pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
+pub use worker::WorkerInfo;
 
 /// Re-exported: `SharedArray` elements are `bytemuck::Pod` (derive it on your own rows).
 pub use bytemuck;

@@ -18,8 +18,8 @@ use crate::sys;
 
 mod job;
 mod spill;
-pub use job::{FoldJob, Folds, InitJob, Job, MapJob, Maps};
 pub use job::WorkerInfo;
+pub use job::{FoldJob, Folds, InitJob, Job, MapJob, Maps};
 use spill::Spill;
 
 /// Exit code of a worker whose own machinery (not a task) panicked.
@@ -291,7 +291,10 @@ impl<J: Job> Worker<'_, J> {
     fn send<T>(&self, call: u64, open: Open<T>, retire: Option<Retire>) -> bool {
         let busy_ns = sys::monotonic_ns().saturating_sub(open.began);
         let Open {
-            batch, start, count, ..
+            batch,
+            start,
+            count,
+            ..
         } = open;
         let Outgoing { buf, pieces, scope } = batch;
         let fds = scope.close();

@@ -181,7 +181,9 @@ fn flatten_and_internally_tagged_enums_are_named() {
         let e = r.as_ref().unwrap_err().to_string();
         assert!(e.contains("flatten"), "{e}");
     }
-    let tagged = pool.map_results(0..2, |i| Tagged::One { x: i as u32 }).unwrap();
+    let tagged = pool
+        .map_results(0..2, |i| Tagged::One { x: i as u32 })
+        .unwrap();
     for r in &tagged {
         let e = r.as_ref().unwrap_err().to_string();
         assert!(e.contains("internally tagged"), "{e}");

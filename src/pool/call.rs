@@ -73,7 +73,8 @@ impl<R> Collect<R> {
     }
 
     fn fresh(&self, pos: usize) -> bool {
-        self.values[pos].is_none() && (self.failures.is_empty() || !self.failures.contains_key(&pos))
+        self.values[pos].is_none()
+            && (self.failures.is_empty() || !self.failures.contains_key(&pos))
     }
 }
 

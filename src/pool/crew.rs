@@ -153,7 +153,10 @@ where
     ///
     /// # Errors
     /// As for [`Pool::imap`].
-    pub fn imap<I: IntoIterator<Item = usize>>(&mut self, indices: I) -> Result<Imap<'_, J>, Error> {
+    pub fn imap<I: IntoIterator<Item = usize>>(
+        &mut self,
+        indices: I,
+    ) -> Result<Imap<'_, J>, Error> {
         let indices = self.indices(indices)?;
         Imap::start(Holder::Borrowed(&mut self.team), &self.pool, indices)
     }

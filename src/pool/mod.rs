@@ -285,13 +285,21 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         self.once(MapJob(f), indices, |team, pool, indices| {
-            Ok(collect_results(run_collect(team, pool, indices, Mode::KeepGoing)?))
+            Ok(collect_results(run_collect(
+                team,
+                pool,
+                indices,
+                Mode::KeepGoing,
+            )?))
         })
     }
 
     /// The old name of [`map_results`](Pool::map_results): in Rust a `try_` method stops
     /// at the first error, which is what [`map`](Pool::map) does; this one keeps going.
-    #[deprecated(since = "0.1.0", note = "renamed to `map_results` (it keeps going past failures)")]
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed to `map_results` (it keeps going past failures)"
+    )]
     pub fn try_map<I, F, R>(&self, indices: I, f: F) -> Result<Vec<Result<R, Error>>, Error>
     where
         I: IntoIterator<Item = usize>,
@@ -513,11 +521,7 @@ impl Pool {
     /// assert_eq!(crew.map(0..3)?, vec![0, 1, 2]);
     /// # Ok::<(), forkmap::Error>(())
     /// ```
-    pub fn spawn_init<In, F, S, R>(
-        &self,
-        init: In,
-        f: F,
-    ) -> Result<Crew<InitJob<In, F>>, Error>
+    pub fn spawn_init<In, F, S, R>(&self, init: In, f: F) -> Result<Crew<InitJob<In, F>>, Error>
     where
         In: Fn(&WorkerInfo) -> S,
         F: Fn(&mut S, usize) -> R,
@@ -746,7 +750,9 @@ fn collect_results<R>(sink: Collect<R>) -> Vec<Result<R, Error>> {
     values
         .into_iter()
         .enumerate()
-        .map(|(pos, value)| value.ok_or_else(|| failures.remove(&pos).unwrap_or_else(missing_result)))
+        .map(|(pos, value)| {
+            value.ok_or_else(|| failures.remove(&pos).unwrap_or_else(missing_result))
+        })
         .collect()
 }
 

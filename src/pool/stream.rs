@@ -93,11 +93,7 @@ where
     /// Runs the coordinator until `ready` holds; raises the window to `taken` positions
     /// past what the consumer has taken (when it moved by half a window, so the handlers
     /// are not installed for every item). `Err` ends the call.
-    fn advance(
-        &mut self,
-        taken: usize,
-        ready: impl Fn(&K) -> bool,
-    ) -> Result<(), Error> {
+    fn advance(&mut self, taken: usize, ready: impl Fn(&K) -> bool) -> Result<(), Error> {
         let Some(call) = self.call.as_mut() else {
             return Ok(());
         };
@@ -305,7 +301,10 @@ where
 impl<J: Job> std::fmt::Debug for Imap<'_, J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Imap")
-            .field("left", &self.stream.call.as_ref().map(|c| c.len() - c.sink.next))
+            .field(
+                "left",
+                &self.stream.call.as_ref().map(|c| c.len() - c.sink.next),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -313,7 +312,10 @@ impl<J: Job> std::fmt::Debug for Imap<'_, J> {
 impl<J: Job> std::fmt::Debug for ImapUnordered<'_, J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImapUnordered")
-            .field("left", &self.stream.call.as_ref().map(|c| c.len() - c.sink.taken))
+            .field(
+                "left",
+                &self.stream.call.as_ref().map(|c| c.len() - c.sink.taken),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -175,11 +175,13 @@ where
     /// Looks at the workers (replacing any that died since the last call) and gives
     /// each its first chunks.
     pub(crate) fn start<K: Sink<J::Out>>(&mut self, call: &mut Call<K>) -> Result<(), Error> {
-        self.reap(call)?;
         for w in self.fill_slots()? {
             // A new process: its chunks are numbered from 1 again.
             call.sched.restart(w);
         }
+        // Workers that died since the last call are replaced now (and forked from the
+        // coordinator as it is now).
+        self.reap(call)?;
         for w in 0..self.crew.len() {
             self.refill(call, w);
         }
@@ -603,8 +605,8 @@ where
             let since = *m.stopped_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= STOP_GRACE {
                 let current = board.slot(w).current.load(Ordering::Acquire);
-                let running = (current > 0 && current != worker::IN_INIT)
-                    .then(|| current as usize - 1);
+                let running =
+                    (current > 0 && current != worker::IN_INIT).then(|| current as usize - 1);
                 m.stopped = Some((running, since.elapsed()));
                 m.child.kill();
             }
@@ -817,7 +819,6 @@ where
         }
         Ok(())
     }
-
 }
 
 impl<J> Team<J> {
