@@ -2,7 +2,11 @@
 
 use std::io;
 
+use serde::{Deserialize, Serialize};
+
 pub use crate::sys::ExitKind;
+
+mod wire;
 
 /// Everything that can go wrong in forkmap. Variants about a task carry its index (the
 /// value from `indices`), its position in `indices`, and the worker and pid that ran it.
@@ -11,7 +15,7 @@ pub use crate::sys::ExitKind;
 /// reason (`could not read or write nope.txt: No such file or directory (os error 2)`)
 /// and also return it from [`source`](std::error::Error::source), so a reporter that
 /// walks the chain shows it again.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// A task panicked in its worker.
@@ -122,6 +126,7 @@ pub enum Error {
         worker: usize,
         /// The OS error.
         #[source]
+        #[serde(with = "wire::io_error")]
         source: io::Error,
     },
     /// Talking to a worker over its channel failed.
@@ -139,9 +144,11 @@ pub enum Error {
         /// Which segment (its name, or a description of an anonymous one).
         segment: String,
         /// What was being done.
-        action: &'static str,
+        #[serde(with = "wire::static_str")]
+        action: &'static std::primitive::str,
         /// The OS error.
         #[source]
+        #[serde(with = "wire::io_error")]
         source: io::Error,
     },
     /// A `try_` lock call found the lock busy (see
@@ -151,7 +158,8 @@ pub enum Error {
         /// Which segment.
         segment: String,
         /// Why it would have to wait.
-        reason: &'static str,
+        #[serde(with = "wire::static_str")]
+        reason: &'static std::primitive::str,
     },
     /// A segment's header did not match what the caller asked for.
     #[error("shared memory segment {segment}: {message}")]
@@ -166,6 +174,7 @@ pub enum Error {
     #[error("{}:{line}:{column}: {message}", path.display())]
     Parse {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// The line, counting from 1.
         line: usize,
@@ -183,6 +192,7 @@ pub enum Error {
     )]
     LineTooLong {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// The line, counting from 1.
         line: usize,
@@ -194,9 +204,11 @@ pub enum Error {
     #[error("npy file {}: could not {action}: {message}", path.display())]
     Npy {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// What was being done.
-        action: &'static str,
+        #[serde(with = "wire::static_str")]
+        action: &'static std::primitive::str,
         /// What went wrong, with the file's and the type's dtypes where they differ.
         message: String,
     },
@@ -204,18 +216,22 @@ pub enum Error {
     #[error("could not read or write {}: {source}", path.display())]
     Io {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// The OS error.
         #[source]
+        #[serde(with = "wire::io_error")]
         source: io::Error,
     },
     /// The HDF5 library refused an operation (with the `hdf5` feature).
     #[error("hdf5 file {}: could not {action}: {message}", path.display())]
     Hdf5 {
         /// The HDF5 file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// What was being done.
-        action: &'static str,
+        #[serde(with = "wire::static_str")]
+        action: &'static std::primitive::str,
         /// The library's message.
         message: String,
     },
