@@ -15,6 +15,37 @@ mod wire;
 /// reason (`could not read or write nope.txt: No such file or directory (os error 2)`)
 /// and also return it from [`source`](std::error::Error::source), so a reporter that
 /// walks the chain shows it again.
+///
+/// # Across the process boundary
+///
+/// `Error` is `Serialize` and `Deserialize`, so a task can return forkmap's own errors
+/// (`Result<T, forkmap::Error>`, from [`text::load_shared`](crate::text::load_shared),
+/// [`npy::read_shared`](crate::npy::read_shared) and the like) and the caller gets each back as the
+/// worker made it: the same message, the same fields and
+/// [`task_index`](Error::task_index). The `io::Error` of `Fork`, `Shm` and `Io` is
+/// rebuilt from the OS's error number, so its `raw_os_error()`, `kind()` and words
+/// (`No such file or directory (os error 2)`) are the OS's own and `source()` still
+/// returns it; an `io::Error` without a number (made with `io::Error::new`) keeps its
+/// kind and message, and the error it wrapped stays behind. Paths travel as bytes, so a
+/// name that is not UTF-8 arrives unchanged. The encoding needs no self-describing format
+/// (the result channel's postcard is not one); it is meant for processes of the same
+/// program, not for storage.
+///
+/// ```
+/// use forkmap::{Error, Pool};
+///
+/// let files = ["/no/such/dir/a.txt", "/no/such/dir/b.txt"];
+/// let loaded: Vec<Result<usize, Error>> = Pool::new()
+///     .workers(2)
+///     .progress(false)
+///     .map(0..files.len(), |i| Ok(forkmap::records::load(files[i])?.len()))?;
+/// for result in &loaded {
+///     let err = result.as_ref().unwrap_err();
+///     assert!(err.to_string().ends_with("No such file or directory (os error 2)"));
+///     assert!(matches!(err, Error::Io { source, .. } if source.raw_os_error() == Some(2)));
+/// }
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {

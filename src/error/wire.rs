@@ -119,14 +119,14 @@ pub(super) mod path {
     use std::ffi::OsString;
     use std::fmt;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use serde::de::{self, SeqAccess, Visitor};
 
     use super::*;
 
     pub(in crate::error) fn serialize<S: Serializer>(
-        path: &PathBuf,
+        path: &Path,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(path.as_os_str().as_bytes())
