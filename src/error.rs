@@ -175,6 +175,8 @@ pub enum Error {
         /// Which segment (its name, or a description of an anonymous one).
         segment: String,
         /// What was being done.
+        // `std::primitive::str`, not `str`: serde's derive would borrow a `&'static str`
+        // from the input and the error would not be `DeserializeOwned` (see wire.rs).
         #[serde(with = "wire::static_str")]
         action: &'static std::primitive::str,
         /// The OS error.

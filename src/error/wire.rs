@@ -125,10 +125,7 @@ pub(super) mod path {
 
     use super::*;
 
-    pub(in crate::error) fn serialize<S: Serializer>(
-        path: &Path,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub(in crate::error) fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(path.as_os_str().as_bytes())
     }
 
@@ -179,7 +176,10 @@ pub(super) mod path {
 }
 
 /// `#[serde(with = "wire::static_str")]` for a `&'static str` field (what was being done,
-/// why a lock is busy: always one of the program's string literals).
+/// why a lock is busy: always one of the program's string literals). Such fields are
+/// written `&'static std::primitive::str`: serde's derive borrows any field spelled
+/// `&str` from the input, even with `with`, which would tie `Error` to the input's
+/// lifetime.
 ///
 /// The decoded text is interned: each distinct string is leaked once and handed out
 /// again afterwards, so decoding a million errors from the same call site costs one

@@ -402,3 +402,12 @@ fn out_of_range_fields_are_refused() {
     let bytes = postcard::to_allocvec(&(config, &[0xffu8, 0xfe][..])).unwrap();
     assert!(decode(&bytes).is_err());
 }
+
+#[test]
+fn a_decoded_error_owns_its_data() {
+    // What `map`'s results need, and what a caller's `?` into `Box<dyn Error>` needs.
+    fn owned<T: serde::de::DeserializeOwned + Send + Sync + 'static>() {}
+    owned::<Error>();
+    owned::<ExitKind>();
+    owned::<Result<Vec<u8>, Error>>();
+}
