@@ -397,3 +397,52 @@ fn a_task_returns_forkmaps_own_errors_with_the_oss_reason() {
         vec![Point { x: 1, y: 2.5 }, Point { x: 3, y: 4.5 }]
     );
 }
+
+/// An error the coordinator refuses to decode (a description longer than forkmap keeps
+/// for `&'static str` fields) is that task's `ResultNotSent`, not a panic; the other
+/// tasks' errors and values arrive.
+#[test]
+fn an_error_too_odd_to_decode_is_its_tasks_failure_alone() {
+    let _d = common::deadline(60);
+    let _s = common::serial();
+    let out = Pool::new()
+        .workers(2)
+        .chunk_size(4)
+        .progress(false)
+        .try_map(0..4, |i| -> Result<usize, Error> {
+            match i {
+                1 => Err(Error::WouldBlock {
+                    segment: "s".into(),
+                    reason: Box::leak("x".repeat(1 << 20).into_boxed_str()),
+                }),
+                2 => Err(Error::WouldBlock {
+                    segment: "s".into(),
+                    reason: "a writer holds it",
+                }),
+                _ => Ok(i),
+            }
+        })
+        .unwrap();
+    for (i, r) in out.iter().enumerate() {
+        match (i, r) {
+            (
+                1,
+                Err(Error::ResultNotSent {
+                    index: 1, message, ..
+                }),
+            ) => {
+                assert!(message.contains("could not decode"), "{message}")
+            }
+            (2, Ok(Err(e @ Error::WouldBlock { reason, .. }))) => {
+                assert_eq!(*reason, "a writer holds it");
+                assert_eq!(
+                    e.to_string(),
+                    "shared memory segment s: the lock is busy: a writer holds it"
+                );
+            }
+            (0 | 3, Ok(Ok(v))) => assert_eq!(*v, i),
+            (_, r) => panic!("position {i}: {r:?}"),
+        }
+    }
+    assert!(common::children().is_empty());
+}
