@@ -268,6 +268,18 @@ pub enum Error {
         /// The library's message.
         message: String,
     },
+    /// A worker's `init` (see [`Pool::map_init`](crate::Pool::map_init)) panicked, or
+    /// killed its worker on every attempt the pool's `max_retries` allows: the call ends,
+    /// whatever its mode, since no task can run without it.
+    #[error("the init of worker {worker} (pid {pid}) failed: it {reason}")]
+    InitFailed {
+        /// The worker (0-based).
+        worker: usize,
+        /// Its process id.
+        pid: i32,
+        /// What happened: its panic message, or how the process ended.
+        reason: String,
+    },
 }
 
 fn describe_channel(worker: Option<usize>) -> String {

@@ -17,6 +17,11 @@ mod worker;
 #[cfg(feature = "hdf5")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hdf5")))]
 pub mod h5;
+/// The jobs a [`Crew`] runs (what `J` is in `Crew<J>`): named in types, never built by
+/// hand.
+pub mod job {
+    pub use crate::worker::{FoldJob, Folds, InitJob, Job, MapJob, Maps};
+}
 pub mod npy;
 pub mod records;
 pub mod row;
@@ -25,7 +30,8 @@ pub mod text;
 pub use error::{Error, ExitKind};
 /// `#[derive(forkmap::Row)]`: see [`row`].
 pub use forkmap_derive::Row;
-pub use pool::Pool;
+pub use pool::{Completed, Crew, Imap, ImapUnordered, Pool, Retirement};
+pub use worker::WorkerInfo;
 pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
 
 /// Re-exported: `SharedArray` elements are `bytemuck::Pod` (derive it on your own rows).

@@ -20,7 +20,7 @@ mod received;
 pub(crate) mod signals;
 
 pub(crate) use child::{Child, own_process_group};
-pub(crate) use memory::memory_budget;
+pub(crate) use memory::{memory_budget, resident_bytes};
 pub(crate) use received::ReceivedFile;
 
 /// A process id.

@@ -1,6 +1,6 @@
 //! The result path: whatever goes wrong after a task returns (its `Serialize` panics or
 //! stalls, its result cannot be decoded, the task closed the worker's descriptors) is
-//! blamed on that task alone, lands in its own slot of `try_map`, and innocent tasks of
+//! blamed on that task alone, lands in its own slot of `map_results`, and innocent tasks of
 //! the same chunk are not run again.
 
 mod common;
@@ -36,7 +36,7 @@ fn a_serialize_that_panics_is_its_tasks_failure_alone() {
         .workers(2)
         .chunk_size(8)
         .progress(false)
-        .try_map(0..8, |i| {
+        .map_results(0..8, |i| {
             bump(&attempts, i);
             PanicsOnSerialize(i)
         })
@@ -84,7 +84,7 @@ fn a_result_that_fails_to_decode_is_its_tasks_failure_alone() {
         .workers(2)
         .chunk_size(6)
         .progress(false)
-        .try_map(0..6, |i| {
+        .map_results(0..6, |i| {
             bump(&attempts, i);
             RefusedOnArrival(i as u64)
         })
@@ -130,7 +130,7 @@ fn serde_attributes_postcard_cannot_carry_are_named_per_task() {
     let out = Pool::new()
         .workers(2)
         .progress(false)
-        .try_map(0..4, |i| Sparse {
+        .map_results(0..4, |i| Sparse {
             note: (i % 2 == 0).then(|| format!("even {i}")),
             value: i as u32,
         })
@@ -172,7 +172,7 @@ fn flatten_and_internally_tagged_enums_are_named() {
     let _s = common::serial();
     let pool = Pool::new().workers(2).progress(false);
     let flat = pool
-        .try_map(0..2, |i| Flat {
+        .map_results(0..2, |i| Flat {
             a: i as u32,
             inner: Inner { b: 1 },
         })
@@ -181,7 +181,7 @@ fn flatten_and_internally_tagged_enums_are_named() {
         let e = r.as_ref().unwrap_err().to_string();
         assert!(e.contains("flatten"), "{e}");
     }
-    let tagged = pool.try_map(0..2, |i| Tagged::One { x: i as u32 }).unwrap();
+    let tagged = pool.map_results(0..2, |i| Tagged::One { x: i as u32 }).unwrap();
     for r in &tagged {
         let e = r.as_ref().unwrap_err().to_string();
         assert!(e.contains("internally tagged"), "{e}");
@@ -211,7 +211,7 @@ fn the_timeout_covers_serialising() {
         .max_retries(0)
         .task_timeout(Duration::from_secs(1))
         .progress(false)
-        .try_map(0..4, Slow)
+        .map_results(0..4, Slow)
         .unwrap();
     for (i, r) in out.iter().enumerate() {
         match (i, r) {
@@ -234,7 +234,7 @@ fn a_task_that_closes_every_descriptor_is_named() {
         .chunk_size(6)
         .max_retries(1)
         .progress(false)
-        .try_map(0..6, |i| {
+        .map_results(0..6, |i| {
             bump(&attempts, i);
             if i == 4 {
                 for fd in 3..4096 {
