@@ -409,7 +409,7 @@ fn an_error_too_odd_to_decode_is_its_tasks_failure_alone() {
         .workers(2)
         .chunk_size(4)
         .progress(false)
-        .try_map(0..4, |i| -> Result<usize, Error> {
+        .map_results(0..4, |i| -> Result<usize, Error> {
             match i {
                 1 => Err(Error::WouldBlock {
                     segment: "s".into(),
