@@ -131,6 +131,11 @@ fn samples() -> Vec<Error> {
             action: "write the dataset",
             message: "H5Dwrite failed".into(),
         },
+        Error::InitFailed {
+            worker: 1,
+            pid: 77,
+            reason: "panicked: no model file".into(),
+        },
     ]
 }
 
