@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use forkmap::ndarray::Ix1;
 use forkmap::text::{self, Format};
-use forkmap::{Pool, SharedArray, records};
+use forkmap::{Error, Pool, SharedArray, records};
 
 /// One row of the tutorial's files: numpy's `[('chr', 'S10'), ('pos', '<i4'), ('pct',
 /// '<f4'), ('c', '<i4'), ('t', '<i4')]` with C's alignment (itemsize 28).
@@ -128,18 +128,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Load: one task per file. Each worker parses its file straight into a new shared
     // array and returns it; only the segment's descriptor travels back.
     let start = Instant::now();
-    let loaded: Vec<Result<Loaded, String>> = pool.map(0..files.len(), |i| {
+    let loaded: Vec<Result<Loaded, Error>> = pool.map(0..files.len(), |i| {
         let t = Instant::now();
-        let array = text::load_shared::<Methylation>(&files[i], &Format::whitespace())
-            .map_err(|e| e.to_string())?;
+        let array = text::load_shared::<Methylation>(&files[i], &Format::whitespace())?;
         Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
     })?;
     let received = wall_clock();
     let map_secs = start.elapsed().as_secs_f64();
     let mut arrays = Vec::with_capacity(files.len());
     let (mut load_cpu, mut last_done) = (0.0, 0.0f64);
-    for (file, result) in files.iter().zip(loaded) {
-        let (array, secs, done) = result.map_err(|e| format!("{}: {e}", file.display()))?;
+    for result in loaded {
+        let (array, secs, done) = result?; // the error names the file
         load_cpu += secs;
         last_done = last_done.max(done);
         arrays.push(array);
@@ -191,9 +190,9 @@ fn generate(
         // Generating is itself a parallel map; each task writes its own file (forkmap's
         // sample generator of the tutorial's rows).
         let made = Pool::new().map(missing.iter().copied(), |i| {
-            records::write_sample(&paths[i], rows, i as u64 + 1).map_err(|e| e.to_string())
+            records::write_sample(&paths[i], rows, i as u64 + 1)
         })?;
-        made.into_iter().collect::<Result<Vec<()>, String>>()?;
+        made.into_iter().collect::<Result<Vec<()>, Error>>()?;
         println!(
             "generated {} sample files of {rows} rows in {} ({:.2} s)",
             missing.len(),
