@@ -483,6 +483,23 @@ impl Pool {
     /// A crew is `!Send`: its workers die with the thread that forked them
     /// (`PR_SET_PDEATHSIG`), so it stays on that thread.
     ///
+    /// **Parameters that change between calls** (the weights of an epoch, a threshold) go
+    /// in a [`SharedArray`](crate::SharedArray) that `f` captures: the parent writes them
+    /// before each call and every worker reads the new values, with nothing serialised:
+    ///
+    /// ```
+    /// let params = forkmap::SharedArray::<f64, _>::zeros(2)?;
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| {
+    ///     let p = params.read();
+    ///     p[0] * i as f64 + p[1]
+    /// })?;
+    /// for epoch in 1..=3 {
+    ///     params.write().assign(&forkmap::ndarray::arr1(&[epoch as f64, 0.5]));
+    ///     assert_eq!(crew.map(0..4)?[3], 3.0 * epoch as f64 + 0.5);
+    /// }
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// Set-up failures, as for [`map`](Pool::map).
     ///
