@@ -668,6 +668,10 @@ impl Pool {
     }
 }
 
+/// Task lists whose bookkeeping takes less than this are not checked against the memory
+/// budget (any machine has that much).
+const SMALL_LIST: usize = 64 << 20;
+
 fn too_many_workers(n: usize, what: &str) -> String {
     format!(
         "{what} asks for {n} worker processes; at most {} are supported",
@@ -696,7 +700,9 @@ fn collect_indices<I: IntoIterator<Item = usize>>(
                 "{per_task} bytes each would overflow the address space"
             ))
         })?;
-        if let Some(budget) = sys::memory_budget()
+        // Reading the budget costs a few /proc files: a crew's small calls skip it.
+        if bytes >= SMALL_LIST
+            && let Some(budget) = sys::memory_budget()
             && bytes as u64 > budget
         {
             return Err(too_many(format!(
