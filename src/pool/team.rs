@@ -508,6 +508,14 @@ where
             }
             return self.replace(call, w);
         }
+        if status == ExitKind::Code(worker::EXIT_RETIRED) && overdue.is_none() && running == 0 {
+            // It retired without a last batch to say so (its last one was a fold's
+            // panic): nothing it held was started.
+            for r in held {
+                call.sched.requeue(r);
+            }
+            return self.replace(call, w);
+        }
         if held.is_empty() && overdue.is_none() {
             // It died idle (or after its last batch): nothing was lost.
             return self.replace(call, w);
