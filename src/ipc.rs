@@ -26,8 +26,10 @@ pub(crate) enum Order {
     /// Run the tasks at these positions, in order, claiming each through the worker's
     /// gate: `seq` numbers the worker's chunks from 1, `block` is how many positions to
     /// claim at once, and `indices` are the chunk's indices (the worker needs nothing of
-    /// the call but its orders, which is what lets workers outlive one call).
+    /// the call but its orders, which is what lets workers outlive one call). `call`
+    /// numbers the crew's calls; the worker's reports carry it back.
     Run {
+        call: u64,
         seq: u64,
         range: Range<usize>,
         block: u32,
@@ -103,6 +105,9 @@ pub(crate) struct Envelope {
     /// Tells a replaced worker's late messages apart from its replacement's: the
     /// coordinator drops messages from incarnations it has buried.
     pub(crate) incarnation: u64,
+    /// The call whose order this answers (0 for what a worker says before its first
+    /// order): the coordinator drops reports of calls that are over.
+    pub(crate) call: u64,
     /// How many descriptors the worker sent ahead of this message on its descriptor
     /// socket: the payload file first (for [`Payload::File`]), then each piece's arrays.
     pub(crate) fds: u32,
@@ -112,14 +117,29 @@ pub(crate) struct Envelope {
 /// The content of an [`Envelope`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Body {
-    /// Outcomes of positions `start..start + pieces.len()`, the front of the worker's
-    /// oldest chunk: piece `k` is the next `pieces[k].len` bytes of the payload.
+    /// Outcomes of positions `start..start + count`, the front of the worker's oldest
+    /// chunk: piece `k` is the next `pieces[k].len` bytes of the payload. A map's batch
+    /// has a piece per position; a fold's has one for all of them (its partial, or the
+    /// panic of its last position). `retire` says the worker leaves after this batch.
     Batch {
         start: usize,
+        count: usize,
         busy_ns: u64,
         pieces: Vec<Piece>,
         payload: Payload,
+        retire: Option<Retire>,
     },
+    /// The worker's `init` panicked with this message; it leaves.
+    InitFailed { message: String },
+}
+
+/// Why a worker leaves on its own after a batch (it is replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Retire {
+    /// It ran as many tasks as `max_tasks_per_worker` allows.
+    Tasks(u64),
+    /// Its resident memory grew past the cap.
+    Memory { rss: u64, cap: u64 },
 }
 
 /// One encoded outcome in a batch's payload.
@@ -291,9 +311,12 @@ mod tests {
         let env = Envelope {
             worker: 1,
             incarnation: 2,
+            call: 3,
             fds: 0,
             body: Body::Batch {
                 start: 7,
+                count: 1,
+                retire: None,
                 busy_ns: 99,
                 pieces: vec![Piece {
                     len: first as u64,

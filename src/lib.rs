@@ -20,6 +20,11 @@ pub mod h5;
 #[cfg(feature = "mpi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
 pub mod mpi;
+/// The jobs a [`Crew`] runs (what `J` is in `Crew<J>`): named in types, never built by
+/// hand.
+pub mod job {
+    pub use crate::worker::{FoldJob, Folds, InitJob, Job, MapJob, Maps};
+}
 pub mod npy;
 pub mod records;
 pub mod row;
@@ -28,8 +33,9 @@ pub mod text;
 pub use error::{Error, ExitKind};
 /// `#[derive(forkmap::Row)]`: see [`row`].
 pub use forkmap_derive::Row;
-pub use pool::Pool;
+pub use pool::{Completed, Crew, Imap, ImapUnordered, Pool, Retirement};
 pub use shm::{FrozenArray, ReadGuard, SharedArray, WriteGuard};
+pub use worker::WorkerInfo;
 
 /// Re-exported: `SharedArray` elements are `bytemuck::Pod` (derive it on your own rows).
 pub use bytemuck;

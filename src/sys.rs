@@ -24,7 +24,7 @@ mod received;
 pub(crate) mod signals;
 
 pub(crate) use child::{Child, own_process_group};
-pub(crate) use memory::memory_budget;
+pub(crate) use memory::{memory_budget, resident_bytes};
 pub(crate) use received::ReceivedFile;
 
 /// A process id.
@@ -121,7 +121,7 @@ pub(crate) fn process_exists(pid: Pid) -> bool {
 }
 
 /// How a child process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitKind {
     /// It called `exit`/`_exit` with this code.
     Code(i32),

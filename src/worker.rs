@@ -11,12 +11,15 @@ use std::os::fd::AsFd;
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::Serialize;
 
-use crate::ipc::{self, Body, Bytes, Envelope, Order, OutcomeRef, Payload, Piece};
+use crate::ipc::{self, Body, Bytes, Envelope, Order, OutcomeRef, Payload, Piece, Retire};
 use crate::schedule::Gate;
 use crate::shm::{Board, handoff};
 use crate::sys;
 
+mod job;
 mod spill;
+pub use job::WorkerInfo;
+pub use job::{FoldJob, Folds, InitJob, Job, MapJob, Maps};
 use spill::Spill;
 
 /// Exit code of a worker whose own machinery (not a task) panicked.
@@ -62,12 +65,35 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// Exit code of a worker whose `init` panicked (it said so in a message first).
+pub(crate) const EXIT_INIT_PANICKED: i32 = 104;
+/// Exit code of a worker that retired on its own (task count or memory cap) after it
+/// said so with its last batch.
+pub(crate) const EXIT_RETIRED: i32 = 105;
+
+/// The board's `current` while a worker runs its `init`: a death then is init's.
+pub(crate) const IN_INIT: u64 = u64::MAX;
+
+/// How often, at most, a worker with a memory cap reads its resident size.
+const RSS_CHECK_NS: u64 = 10_000_000;
+
+/// When a worker leaves on its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Limits {
+    /// After this many tasks (exactly).
+    pub(crate) max_tasks: Option<u64>,
+    /// Once its resident memory is past this many bytes (checked after a block of tasks,
+    /// at most every 10 ms).
+    pub(crate) max_rss: Option<u64>,
+}
+
 /// Everything a worker needs, all inherited by fork.
-pub(crate) struct Worker<'a, F> {
+pub(crate) struct Worker<'a, J> {
     pub(crate) id: usize,
     pub(crate) incarnation: u64,
     pub(crate) coordinator: sys::Pid,
-    pub(crate) f: &'a F,
+    pub(crate) job: &'a J,
+    pub(crate) limits: Limits,
     pub(crate) orders: IpcReceiver<Order>,
     pub(crate) reports: IpcSender<Envelope>,
     /// Where descriptors of shared arrays in results go, ahead of their batch.
@@ -75,14 +101,31 @@ pub(crate) struct Worker<'a, F> {
     pub(crate) board: &'a Board,
 }
 
-impl<F> Worker<'_, F> {
+/// A batch being built: where it starts, how many positions it covers, its fold partial.
+struct Open<T> {
+    batch: Outgoing,
+    start: usize,
+    count: usize,
+    acc: Option<T>,
+    began: u64,
+}
+
+impl<T> Open<T> {
+    fn at(start: usize) -> Open<T> {
+        Open {
+            batch: Outgoing::default(),
+            start,
+            count: 0,
+            acc: None,
+            began: sys::monotonic_ns(),
+        }
+    }
+}
+
+impl<J: Job> Worker<'_, J> {
     /// Runs the worker to the end and exits the process. Called right after `fork` in the
     /// child.
-    pub(crate) fn run<R>(self) -> !
-    where
-        F: Fn(usize) -> R,
-        R: Serialize,
-    {
+    pub(crate) fn run(self) -> ! {
         // Die with the coordinator; if it is already gone, the signal came too late.
         if sys::kill_me_with_parent().is_err() || sys::getppid() != self.coordinator {
             sys::exit_immediately(EXIT_ORPHANED);
@@ -91,20 +134,36 @@ impl<F> Worker<'_, F> {
         // installed before the fork records them from now on.
         IN_WORKER.store(true, Ordering::Relaxed);
         let code = match panic::catch_unwind(AssertUnwindSafe(|| self.serve())) {
-            Ok(()) => 0,
+            Ok(code) => code,
             Err(_) => EXIT_INTERNAL,
         };
         sys::exit_immediately(code)
     }
 
-    fn serve<R>(&self)
-    where
-        F: Fn(usize) -> R,
-        R: Serialize,
-    {
+    /// Serves orders until told to stop (or the coordinator is gone); the exit code.
+    fn serve(&self) -> i32 {
         let slot = self.board.slot(self.id);
         let gate = Gate(&slot.gate);
+        slot.current.store(IN_INIT, Ordering::Release);
+        let info = WorkerInfo {
+            worker: self.id,
+            generation: self.incarnation,
+            pid: sys::getpid(),
+        };
+        let mut state = match panic::catch_unwind(AssertUnwindSafe(|| self.job.init(&info))) {
+            Ok(state) => state,
+            Err(payload) => {
+                let message = take_panic_message(Some(payload.as_ref()));
+                slot.current.store(0, Ordering::Release);
+                self.post(0, Body::InitFailed { message }, Vec::new());
+                return EXIT_INIT_PANICKED;
+            }
+        };
+        slot.current.store(0, Ordering::Release);
+        let mut left = self.limits.max_tasks;
+        let mut next_rss_check = 0u64;
         while let Ok(Order::Run {
+            call,
             seq,
             range,
             block,
@@ -117,21 +176,32 @@ impl<F> Worker<'_, F> {
                 continue;
             }
             let start = range.start;
-            let began = sys::monotonic_ns();
-            let mut batch = Outgoing::default();
-            while let Some(claimed) = gate.claim_block(seq, block as usize) {
+            let mut open = Open::<J::Out>::at(start);
+            let mut retire = None;
+            loop {
+                // Never claim past the task limit: a claimed position is this worker's.
+                let most = left.map_or(block as usize, |n| (block as u64).min(n) as usize);
+                let Some(claimed) = gate.claim_block(seq, most) else {
+                    break;
+                };
+                let claimed_now = claimed.len() as u64;
                 for offset in claimed {
                     let pos = start + offset;
                     slot.started_ns
                         .store(sys::monotonic_coarse_ns(), Ordering::Relaxed);
                     slot.current.store(pos as u64 + 1, Ordering::Release);
                     let index = indices.at(offset);
-                    let returned = panic::catch_unwind(AssertUnwindSafe(|| (self.f)(index)));
+                    let acc = open.acc.take();
+                    let returned = panic::catch_unwind(AssertUnwindSafe(|| {
+                        self.job.run(&mut state, acc, index)
+                    }));
+                    open.count += 1;
                     // The task still counts as running until its outcome is encoded: a
                     // timeout, crash or stop while its result is serialised is its own.
                     match returned {
+                        Ok(value) if J::FOLDS => open.acc = Some(value),
                         Ok(value) => {
-                            batch.push(&OutcomeRef::Done(&value));
+                            open.batch.push(&OutcomeRef::Done(&value));
                             // A destructor that panics cannot change an outcome already encoded.
                             if panic::catch_unwind(AssertUnwindSafe(|| drop(value))).is_err() {
                                 take_panic_message(None);
@@ -143,39 +213,94 @@ impl<F> Worker<'_, F> {
                             if panic::catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
                                 sys::exit_immediately(EXIT_INTERNAL);
                             }
-                            batch.push::<R>(&OutcomeRef::Panicked(&message));
+                            open.batch.push::<J::Out>(&OutcomeRef::Panicked(&message));
+                            if J::FOLDS {
+                                // The partial is lost with the panic: report it now, naming
+                                // this (the batch's last) position; the rest starts afresh.
+                                let done = std::mem::replace(&mut open, Open::at(pos + 1));
+                                slot.done.fetch_add(1, Ordering::Release);
+                                if !self.send(call, done, None) {
+                                    return 0;
+                                }
+                                continue;
+                            }
                         }
                     }
                     slot.done.fetch_add(1, Ordering::Release);
+                }
+                if let Some(n) = left.as_mut() {
+                    *n -= claimed_now;
+                    if *n == 0 {
+                        retire = self.limits.max_tasks.map(Retire::Tasks);
+                    }
+                }
+                if let Some(cap) = self.limits.max_rss {
+                    let now = sys::monotonic_coarse_ns();
+                    if now >= next_rss_check {
+                        next_rss_check = now + RSS_CHECK_NS;
+                        if let Some(rss) = sys::resident_bytes().filter(|&rss| rss > cap) {
+                            retire = retire.or(Some(Retire::Memory { rss, cap }));
+                        }
+                    }
+                }
+                if retire.is_some() {
+                    break;
                 }
             }
             if !sys::fd_is_open(self.fd_socket.as_fd()) {
                 // A task closed this worker's descriptors, so nothing can be reported. Alone
                 // in its chunk it is blamed (it still counts as running); otherwise the
                 // coordinator runs the chunk's tasks again one by one to find it.
-                if batch.pieces.len() != 1 {
+                if open.count != 1 {
                     slot.current.store(0, Ordering::Release);
                 }
                 sys::exit_immediately(EXIT_CHANNEL_LOST);
             }
-            if batch.pieces.is_empty() {
-                // All of it was taken back before the first claim: nothing to report.
+            if open.count == 0 {
+                // All of it was taken back before the first claim (or after a fold's
+                // panic): nothing to report.
                 slot.current.store(0, Ordering::Release);
+                if retire.is_some() {
+                    // Its last batch went with the panic: it leaves without a word, and the
+                    // coordinator knows the exit code.
+                    return EXIT_RETIRED;
+                }
                 continue;
             }
-            let busy_ns = sys::monotonic_ns().saturating_sub(began);
-            if !self.send(start, batch, busy_ns) {
+            if J::FOLDS {
+                let acc = open.acc.take();
+                match acc {
+                    Some(partial) => open.batch.push(&OutcomeRef::Done(&partial)),
+                    None => unreachable!("a fold batch with positions has a partial"),
+                }
+            }
+            if retire.is_some() {
+                // Nothing of this process touches the slot after this batch: the
+                // replacement that takes the slot may be forked as soon as it arrives.
+                slot.current.store(0, Ordering::Release);
+                let _ = self.send(call, open, retire);
+                return EXIT_RETIRED;
+            }
+            if !self.send(call, open, None) {
                 // The coordinator is gone: nothing left to do.
-                return;
+                return 0;
             }
             slot.current.store(0, Ordering::Release);
         }
+        0
     }
 
     /// Sends a batch: the payload file (for a large one) and the arrays' descriptors
     /// first, then the message that refers to them. Returns false when the coordinator
     /// can no longer be reached.
-    fn send(&self, start: usize, batch: Outgoing, busy_ns: u64) -> bool {
+    fn send<T>(&self, call: u64, open: Open<T>, retire: Option<Retire>) -> bool {
+        let busy_ns = sys::monotonic_ns().saturating_sub(open.began);
+        let Open {
+            batch,
+            start,
+            count,
+            ..
+        } = open;
         let Outgoing { buf, pieces, scope } = batch;
         let fds = scope.close();
         let mut all = Vec::with_capacity(fds.len() + 1);
@@ -191,15 +316,17 @@ impl<F> Worker<'_, F> {
         all.extend(fds);
         let body = Body::Batch {
             start,
+            count,
             busy_ns,
             pieces,
             payload,
+            retire,
         };
-        self.post(body, all)
+        self.post(call, body, all)
     }
 
     /// Sends the descriptors first, then the message that refers to them.
-    fn post(&self, body: Body, fds: Vec<std::os::fd::OwnedFd>) -> bool {
+    fn post(&self, call: u64, body: Body, fds: Vec<std::os::fd::OwnedFd>) -> bool {
         if !fds.is_empty() {
             let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
             if sys::send_fds(self.fd_socket.as_fd(), &borrowed).is_err() {
@@ -209,6 +336,7 @@ impl<F> Worker<'_, F> {
         let envelope = Envelope {
             worker: self.id,
             incarnation: self.incarnation,
+            call,
             fds: fds.len() as u32,
             body,
         };

@@ -33,7 +33,7 @@ fn results_beyond_the_address_space_are_named() {
             .workers(1)
             .chunk_size(1)
             .progress(false)
-            .try_map(0..4, |i| vec![i as u8; 24 * MB])
+            .map_results(0..4, |i| vec![i as u8; 24 * MB])
             .unwrap();
         let mut refused = 0;
         for (i, r) in out.iter().enumerate() {

@@ -139,7 +139,7 @@ fn try_map_keeps_the_other_results() {
         .max_retries(1)
         .chunk_size(4)
         .progress(false)
-        .try_map(0..40, |i| {
+        .map_results(0..40, |i| {
             if i == 3 {
                 panic!("three");
             }
@@ -213,7 +213,7 @@ fn a_hung_task_times_out() {
         .max_retries(1)
         .task_timeout(Duration::from_millis(100))
         .progress(false)
-        .try_map(0..6, |i| {
+        .map_results(0..6, |i| {
             if i == 1 {
                 bump(&attempts, 0);
                 std::thread::sleep(Duration::from_secs(30));
@@ -272,7 +272,7 @@ fn an_unserialisable_result_is_named() {
         .workers(2)
         .chunk_size(5)
         .progress(false)
-        .try_map(0..12, Picky)
+        .map_results(0..12, Picky)
         .unwrap();
     for (i, r) in out.iter().enumerate() {
         match r {

@@ -71,7 +71,7 @@ fn a_task_list_too_long_for_memory_is_an_error() {
     assert!(matches!(err, Err(Error::TooManyTasks { .. })), "{err:?}");
     // try_map refuses too, and the pool still works afterwards.
     assert!(matches!(
-        pool().try_map(0..usize::MAX, |i| i),
+        pool().map_results(0..usize::MAX, |i| i),
         Err(Error::TooManyTasks { .. })
     ));
     assert_eq!(pool().map(0..3, |i| i).unwrap(), vec![0, 1, 2]);

@@ -438,8 +438,8 @@ fn compare(cluster: &Cluster) {
         }
     }
 
-    // try_map: every slot Ok.
-    let got = cluster.try_map(indices.iter().copied(), work).unwrap();
+    // map_results: every slot Ok.
+    let got = cluster.map_results(indices.iter().copied(), work).unwrap();
     if let Some(got) = got {
         let values: Vec<u64> = got.into_iter().map(|r| r.unwrap()).collect();
         assert!(values == seq, "results differ from the sequential run");
@@ -501,17 +501,22 @@ fn fail(cluster: &Cluster) {
             work(i)
         })
         .unwrap_err();
-    let Error::OnRank {
-        rank,
-        index: Some(index),
-        position: Some(position),
+    let Error::OnRank { rank, ref error } = err else {
+        panic!("rank {me}: {err}")
+    };
+    let Error::TaskPanicked {
+        index,
+        position,
         ref message,
-    } = err
+        ..
+    } = **error
     else {
         panic!("rank {me}: {err}")
     };
     assert_eq!(rank, 1, "{err}");
     assert_eq!(index % 10, 3, "{err}");
+    assert_eq!(err.task_index(), Some(index));
+    // The position is the task's place in the whole call's indices.
     assert_eq!(indices[position], index, "{err}");
     assert!(message.contains("rank one refuses"), "{err}");
     assert!(err.to_string().starts_with("rank 1: task "), "{err}");
@@ -525,10 +530,10 @@ fn fail(cluster: &Cluster) {
         );
     }
 
-    // try_map: tasks failing on rank 1 (a panic, a worker that aborts) take their slots.
+    // map_results: tasks failing on rank 1 (a panic, a worker that aborts) take their slots.
     let pool_cluster = cluster;
     let got = pool_cluster
-        .try_map(indices.iter().copied(), |i| {
+        .map_results(indices.iter().copied(), |i| {
             if me == 1 && i % 10 == 3 {
                 panic!("rank one refuses {i}");
             }
@@ -545,25 +550,30 @@ fn fail(cluster: &Cluster) {
                 Ok((v, _)) => assert_eq!(*v, work(indices[p])),
                 Err(e) => {
                     failed += 1;
-                    let Error::OnRank {
-                        rank: 1,
-                        index: Some(i),
-                        position,
-                        ..
-                    } = e
-                    else {
+                    let Error::OnRank { rank: 1, error } = e else {
                         panic!("{e}")
                     };
-                    assert!(i % 10 == 3 || i % 10 == 7, "{e}");
-                    assert_eq!(*i, indices[p], "{e}");
-                    if i % 10 == 3 {
-                        assert_eq!(*position, Some(p), "{e}");
+                    let i = e.task_index().expect("a task's error");
+                    assert_eq!(i, indices[p], "{e}");
+                    match **error {
+                        Error::TaskPanicked { position, .. } => {
+                            assert_eq!(i % 10, 3, "{e}");
+                            assert_eq!(position, p, "{e}");
+                        }
+                        Error::WorkerDied {
+                            task: Some((_, position)),
+                            ..
+                        } => {
+                            assert_eq!(i % 10, 7, "{e}");
+                            assert_eq!(position, p, "{e}");
+                        }
+                        _ => panic!("{e}"),
                     }
                 }
             }
         }
         assert!(got.iter().any(|s| matches!(s, Ok((_, 1)))) || failed > 0);
-        println!("try_map: {failed} tasks failed on rank 1");
+        println!("map_results: {failed} tasks failed on rank 1");
     }
 }
 

@@ -24,7 +24,7 @@ fn exercise(case: &str, status_is_lost: bool) {
         .workers(3)
         .chunk_size(4)
         .progress(false)
-        .try_map(0..40, |i| {
+        .map_results(0..40, |i| {
             let n = {
                 let mut a = attempts.write();
                 a[i] += 1;

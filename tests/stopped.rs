@@ -16,7 +16,7 @@ fn a_stopped_worker_is_replaced_then_named() {
         .chunk_size(1)
         .max_retries(1)
         .progress(false)
-        .try_map(0..8, |i| {
+        .map_results(0..8, |i| {
             let n = {
                 let mut a = attempts.write();
                 a[i] += 1;

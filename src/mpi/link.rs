@@ -17,7 +17,8 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, Destination, Source};
 
 use super::dispatch::{Block, Dispatcher, Grant};
-use super::wire::{self, CONTROL, DATA, Failure, Msg, Stop};
+use super::wire::{self, CONTROL, DATA, Msg, Stop};
+use crate::error::Error;
 use crate::sys::mpi::LentComm;
 
 /// The calling thread to its link.
@@ -32,7 +33,7 @@ pub(crate) enum ToLink {
         payload: Option<Vec<u8>>,
     },
     /// A block failed: the call stops.
-    Failed { id: u64, failure: Failure },
+    Failed { id: u64, error: Error },
 }
 
 /// A link to its calling thread.
@@ -108,8 +109,8 @@ pub(crate) fn serve_root(
     let mut said = vec![start; size];
     let mut stop: Option<Stop> = None;
     let mut nap = Nap(MIN_NAP);
-    let halt = |stop: &mut Option<Stop>, rank: i32, failure: Failure| {
-        stop.get_or_insert(Stop { rank, failure });
+    let halt = |stop: &mut Option<Stop>, rank: i32, error: Error| {
+        stop.get_or_insert(Stop { rank, error });
     };
     // Serving.
     while stop.is_none() && !book.finished() {
@@ -118,16 +119,16 @@ pub(crate) fn serve_root(
             ToLink::Request => match book.request(0) {
                 Ok(Grant::Block(b)) => drop(to_main.send(ToMain::Grant(b))),
                 Ok(Grant::NoMore) => drop(to_main.send(ToMain::NoMore)),
-                Err(e) => halt(stop, 0, Failure::plain(e.to_string())),
+                Err(e) => halt(stop, 0, Error::Mpi(e.to_string())),
             },
             ToLink::Done { id, elapsed, .. } => {
                 if let Err(e) = book.complete(0, id, elapsed) {
-                    halt(stop, 0, Failure::plain(e.to_string()));
+                    halt(stop, 0, Error::Mpi(e.to_string()));
                 }
             }
-            ToLink::Failed { id, failure } => {
+            ToLink::Failed { id, error } => {
                 let _ = book.fail(0, id);
-                halt(stop, 0, failure);
+                halt(stop, 0, error);
             }
         };
         loop {
@@ -138,11 +139,7 @@ pub(crate) fn serve_root(
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    halt(
-                        &mut stop,
-                        0,
-                        Failure::plain("the calling thread ended".into()),
-                    );
+                    halt(&mut stop, 0, Error::Mpi("the calling thread ended".into()));
                     break;
                 }
             }
@@ -155,7 +152,7 @@ pub(crate) fn serve_root(
             let msg = match Msg::decode(&bytes, from) {
                 Ok(m) => m,
                 Err(e) => {
-                    halt(&mut stop, from, Failure::plain(e.to_string()));
+                    halt(&mut stop, from, Error::Mpi(e.to_string()));
                     continue;
                 }
             };
@@ -169,7 +166,7 @@ pub(crate) fn serve_root(
                         },
                         Ok(Grant::NoMore) => Msg::NoMore,
                         Err(e) => {
-                            halt(&mut stop, from, Failure::plain(e.to_string()));
+                            halt(&mut stop, from, Error::Mpi(e.to_string()));
                             continue;
                         }
                     };
@@ -187,7 +184,7 @@ pub(crate) fn serve_root(
                         halt(
                             &mut stop,
                             from,
-                            Failure::plain(format!(
+                            Error::Mpi(format!(
                                 "the root could not hold the {len} result bytes of block {id}"
                             )),
                         );
@@ -199,18 +196,18 @@ pub(crate) fn serve_root(
                             start: b.start,
                             payload,
                         })),
-                        Err(e) => halt(&mut stop, from, Failure::plain(e.to_string())),
+                        Err(e) => halt(&mut stop, from, Error::Mpi(e.to_string())),
                     }
                 }
-                Msg::Failed { id, failure } => {
+                Msg::Failed { id, error } => {
                     let _ = book.fail(from as usize, id);
-                    halt(&mut stop, from, failure);
+                    halt(&mut stop, from, error);
                 }
                 Msg::Beat => {}
                 other => halt(
                     &mut stop,
                     from,
-                    Failure::plain(format!("unexpected message {other:?} at the root")),
+                    Error::Mpi(format!("unexpected message {other:?} at the root")),
                 ),
             }
         }
@@ -222,11 +219,9 @@ pub(crate) fn serve_root(
                     local(m, &mut book, &mut stop);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => halt(
-                    &mut stop,
-                    0,
-                    Failure::plain("the calling thread ended".into()),
-                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    halt(&mut stop, 0, Error::Mpi("the calling thread ended".into()))
+                }
             }
         } else {
             nap.next(true);
@@ -234,10 +229,14 @@ pub(crate) fn serve_root(
     }
     // Ending: every other rank gets End and answers Bye; what they send meanwhile is read
     // and dropped (results pieces included, so no sender stays blocked).
+    let end = Msg::End { stop };
+    let bytes = end.encode();
     for r in 1..size as i32 {
-        send(comm, r, &Msg::End { stop: stop.clone() });
+        comm.process_at_rank(r).send_with_tag(&bytes[..], CONTROL);
     }
-    let _ = to_main.send(ToMain::End(stop));
+    if let Msg::End { stop } = end {
+        let _ = to_main.send(ToMain::End(stop));
+    }
     let mut bye = vec![false; size];
     bye[0] = true;
     let mut nap = Nap(MIN_NAP);
@@ -352,14 +351,14 @@ pub(crate) fn serve_rank(
                     main_gone = true;
                     ToLink::Failed {
                         id: u64::MAX,
-                        failure: Failure::plain("the calling thread ended".into()),
+                        error: Error::Mpi("the calling thread ended".into()),
                     }
                 }
             };
             busy = true;
             match msg {
                 ToLink::Request => send(comm, 0, &Msg::Request),
-                ToLink::Failed { id, failure } => send(comm, 0, &Msg::Failed { id, failure }),
+                ToLink::Failed { id, error } => send(comm, 0, &Msg::Failed { id, error }),
                 ToLink::Done {
                     id,
                     elapsed,
@@ -412,9 +411,7 @@ pub(crate) fn serve_rank(
                     0,
                     &Msg::Failed {
                         id: u64::MAX,
-                        failure: Failure::plain(format!(
-                            "unexpected message {other:?} from the root"
-                        )),
+                        error: Error::Mpi(format!("unexpected message {other:?} from the root")),
                     },
                 ),
                 Err(e) => send(
@@ -422,7 +419,7 @@ pub(crate) fn serve_rank(
                     0,
                     &Msg::Failed {
                         id: u64::MAX,
-                        failure: Failure::plain(e.to_string()),
+                        error: e,
                     },
                 ),
             }

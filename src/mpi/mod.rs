@@ -29,7 +29,7 @@
 //! # Failure model
 //! | what | what happens |
 //! |---|---|
-//! | a task panics, kills its worker or times out on any rank | handled by that rank's pool as on one machine (retries, blame); then in [`map`](Cluster::map) the call stops on every rank, each rank finishing the block it runs (workers reaped everywhere), and every rank returns the same [`Error::OnRank`] naming the rank, the task's index and its position; in [`try_map`](Cluster::try_map) the error takes the task's slot |
+//! | a task panics, kills its worker or times out on any rank | handled by that rank's pool as on one machine (retries, blame); then in [`map`](Cluster::map) the call stops on every rank, each rank finishing the block it runs (workers reaped everywhere), and every rank returns the same [`Error::OnRank`] naming the rank, the task's index and its position; in [`map_results`](Cluster::map_results) the error takes the task's slot |
 //! | a rank's process dies | the MPI job ends (Open MPI 4.1 has no fault-tolerant MPI): mpirun kills the other ranks, whose workers die with them; under Slurm use `srun --kill-on-bad-exit=1` |
 //! | a rank stops answering (stopped, or its process hung) | the root (or a rank, for a silent root) aborts the job with `MPI_Abort` after [`rank_timeout`](Cluster::rank_timeout) (default 60 s) of silence, printing the rank; every rank's link thread sends a beat each second, so a rank whose tasks merely run long is not silent (a task that never ends is the pool's [`task_timeout`](Pool::task_timeout)'s business) |
 //! | ranks pass different `indices`, or make different calls | [`Error::Mpi`] on every rank, naming the first rank that differs |
@@ -69,8 +69,8 @@ use crate::error::Error;
 use crate::sys::mpi::LentComm;
 use dispatch::{Block, Dispatcher, OUTSTANDING};
 use link::{LinkConfig, ToLink, ToMain};
-use local::{FoldBlocks, Local, MapBlocks, TryMapBlocks};
-use wire::{Failure, indices_hash};
+use local::{FoldBlocks, Local, MapBlocks, ResultBlocks};
+use wire::indices_hash;
 
 /// Re-exported: the rsmpi crate this module is built on, so callers use the same version.
 pub use ::mpi as rsmpi;
@@ -108,7 +108,7 @@ impl std::fmt::Debug for Cluster {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     Map = 1,
-    TryMap = 2,
+    MapResults = 2,
     Fold = 3,
     MapAll = 4,
     FoldAll = 5,
@@ -118,7 +118,7 @@ impl Call {
     fn name(code: u64) -> &'static str {
         match code {
             1 => "map",
-            2 => "try_map",
+            2 => "map_results",
             3 => "fold",
             4 => "map_all",
             5 => "fold_all",
@@ -265,23 +265,28 @@ impl Cluster {
     }
 
     /// Like [`map`](Cluster::map), but a failing task does not stop the call: on the root
-    /// every task has its own `Result`, a failure being [`Error::OnRank`] with its rank.
+    /// every task has its own `Result`, a failure being [`Error::OnRank`] with its rank
+    /// (the name follows [`Pool::map_results`]).
     ///
     /// # Errors
     /// As for `map`, except that task failures are in their slots; [`Error::OnRank`] is
     /// returned for failures of a rank's pool itself (set-up, interruption).
-    pub fn try_map<I, F, R>(&self, indices: I, f: F) -> Result<Option<Vec<Result<R, Error>>>, Error>
+    pub fn map_results<I, F, R>(
+        &self,
+        indices: I,
+        f: F,
+    ) -> Result<Option<Vec<Result<R, Error>>>, Error>
     where
         I: IntoIterator<Item = usize>,
         F: Fn(usize) -> R,
         R: Serialize + DeserializeOwned,
     {
         let indices = collect(indices)?;
-        let local = TryMapBlocks {
+        let local = ResultBlocks {
             pool: &self.pool,
             f: &f,
         };
-        let Some(outputs) = self.run(&indices, &local, Call::TryMap)? else {
+        let Some(outputs) = self.run(&indices, &local, Call::MapResults)? else {
             return Ok(None);
         };
         let outputs = outputs?
@@ -289,7 +294,7 @@ impl Cluster {
             .map(|(start, rank, slots)| {
                 let slots: Vec<Result<R, Error>> = slots
                     .into_iter()
-                    .map(|s| s.map_err(|f| f.on_rank(rank)))
+                    .map(|s| s.map_err(|e| wire::on_rank(rank, e)))
                     .collect();
                 (start, rank, slots)
             })
@@ -354,7 +359,6 @@ impl Cluster {
         let indices = collect(indices)?;
         let local = FoldBlocks {
             pool: &self.pool,
-            workers: self.workers[self.comm.rank() as usize],
             identity: &identity,
             fold: &fold,
             reduce: &reduce,
@@ -585,15 +589,15 @@ fn drive<L: Local>(
                             Ok(bytes) => done(block, began, Some(bytes)),
                             Err(e) => ToLink::Failed {
                                 id: block.id,
-                                failure: Failure::plain(format!(
+                                error: Error::Mpi(format!(
                                     "could not encode the results of positions {}..{}: {e}",
                                     block.start, block.end
                                 )),
                             },
                         },
-                        Err(failure) => ToLink::Failed {
+                        Err(error) => ToLink::Failed {
                             id: block.id,
-                            failure,
+                            error,
                         },
                     };
                     failed = matches!(report, ToLink::Failed { .. });

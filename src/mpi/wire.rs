@@ -16,7 +16,7 @@ pub(crate) const CONTROL: i32 = 1;
 pub(crate) const DATA: i32 = 2;
 
 /// A control message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Msg {
     /// Rank to root: one more block, please.
     Request,
@@ -33,7 +33,7 @@ pub(crate) enum Msg {
         pieces: u32,
     },
     /// Rank to root: block `id` failed; the call stops.
-    Failed { id: u64, failure: Failure },
+    Failed { id: u64, error: Error },
     /// Either way: still alive.
     Beat,
     /// Root to rank: the call is over (finished, or stopped by a failure).
@@ -44,6 +44,7 @@ pub(crate) enum Msg {
 
 impl Msg {
     pub(crate) fn encode(&self) -> Vec<u8> {
+        // Every field is plain data, and `Error` serialises by design (its wire form).
         postcard::to_stdvec(self).expect("control messages always encode")
     }
 
@@ -53,73 +54,50 @@ impl Msg {
     }
 }
 
-/// A failure, as it travels between ranks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Failure {
-    pub(crate) index: Option<u64>,
-    pub(crate) position: Option<u64>,
-    pub(crate) message: String,
-}
-
-/// Why a call stopped: what failed, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Why a call stopped: what failed, and on which rank.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Stop {
     pub(crate) rank: i32,
-    pub(crate) failure: Failure,
+    pub(crate) error: Error,
 }
 
 impl Stop {
     pub(crate) fn into_error(self) -> Error {
-        self.failure.on_rank(self.rank)
+        on_rank(self.rank, self.error)
     }
 }
 
-impl Failure {
-    /// A failure of this rank's local pool on a block starting at position `start`: the
-    /// positions the pool reports (within the block) become positions in the whole call.
-    pub(crate) fn from_local(mut error: Error, start: usize) -> Failure {
-        let position = shift_positions(&mut error, start);
-        Failure {
-            index: error.task_index().map(|i| i as u64),
-            position: position.map(|p| p as u64),
-            message: error.to_string(),
-        }
-    }
-
-    /// A failure that is about no task (a message that could not be decoded, a protocol
-    /// misstep).
-    pub(crate) fn plain(message: String) -> Failure {
-        Failure {
-            index: None,
-            position: None,
-            message,
-        }
-    }
-
-    pub(crate) fn on_rank(self, rank: i32) -> Error {
-        Error::OnRank {
+/// `error` as it happened on `rank`.
+pub(crate) fn on_rank(rank: i32, error: Error) -> Error {
+    match error {
+        // Already about a rank (a rank's own report of another's failure): keep it.
+        e @ Error::OnRank { .. } => e,
+        e => Error::OnRank {
             rank,
-            index: self.index.map(|i| i as usize),
-            position: self.position.map(|p| p as usize),
-            message: self.message,
-        }
+            error: Box::new(e),
+        },
     }
 }
 
-/// Adds `start` to the task positions `error` names; returns the task's new position.
-fn shift_positions(error: &mut Error, start: usize) -> Option<usize> {
+/// A failure of this rank's local pool on a block starting at position `start`: the
+/// positions the pool reports (within the block) become positions in the whole call.
+pub(crate) fn from_local(mut error: Error, start: usize) -> Error {
+    shift_positions(&mut error, start);
+    error
+}
+
+/// Adds `start` to the task positions `error` names.
+fn shift_positions(error: &mut Error, start: usize) {
     match error {
         Error::TaskPanicked { position, .. } | Error::TaskTimedOut { position, .. } => {
             *position += start;
-            Some(*position)
         }
         Error::WorkerDied { task, .. } | Error::WorkerStopped { task, .. } => {
-            task.as_mut().map(|(_, position)| {
+            if let Some((_, position)) = task.as_mut() {
                 *position += start;
-                *position
-            })
+            }
         }
-        _ => None,
+        _ => {}
     }
 }
 
@@ -164,12 +142,13 @@ mod tests {
             Msg::End {
                 stop: Some(Stop {
                     rank: 2,
-                    failure: Failure::plain("boom".into()),
+                    error: Error::Mpi("boom".into()),
                 }),
             },
             Msg::Bye,
         ] {
-            assert_eq!(Msg::decode(&m.encode(), 0).unwrap(), m);
+            let back = Msg::decode(&m.encode(), 0).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{m:?}"));
         }
         let err = Msg::decode(&[200, 1], 4).unwrap_err();
         assert!(err.to_string().contains("from rank 4"), "{err}");
@@ -196,16 +175,15 @@ mod tests {
             pid: 42,
             message: "no".into(),
         };
-        let f = Failure::from_local(err, 100);
-        assert_eq!((f.index, f.position), (Some(77), Some(103)));
-        assert!(f.message.contains("position 103"), "{}", f.message);
-        let e = f.on_rank(1);
+        let e = on_rank(1, from_local(err, 100));
+        let Error::OnRank { rank: 1, error } = &e else {
+            panic!("{e}")
+        };
         assert!(matches!(
-            e,
-            Error::OnRank {
-                rank: 1,
-                index: Some(77),
-                position: Some(103),
+            **error,
+            Error::TaskPanicked {
+                index: 77,
+                position: 103,
                 ..
             }
         ));
@@ -214,6 +192,8 @@ mod tests {
             e.to_string().starts_with("rank 1: task 77 (position 103)"),
             "{e}"
         );
+        // A report that is already about a rank keeps its rank.
+        assert!(matches!(on_rank(0, e), Error::OnRank { rank: 1, .. }));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The builder, `map`, and the coordinator's event loop.
+//! The builder and its calls (`map`, `imap`, `fold`, ...), crews, and the coordinator.
 
-mod run;
+mod call;
+mod crew;
+mod stream;
+mod team;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -11,12 +13,16 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::progress::{self, Progress};
-use crate::shm::Board;
-use crate::sys::{self, signals::Interrupts};
-use run::{Mode, Policy, Run};
+use crate::sys;
+use crate::worker::{FoldJob, InitJob, Job, Limits, MapJob, WorkerInfo};
+use call::{Mode, catch_interrupts, collect_results, collect_values, run_collect, run_fold};
+pub use crew::{Crew, Retirement};
+pub use stream::{Completed, Imap, ImapUnordered};
+use team::{Settings, Team};
 
-/// A pool of forked worker processes. Cheap to build; workers are forked by each
-/// [`map`](Pool::map) call and reaped before it returns.
+/// A pool of forked worker processes. Cheap to build; workers are forked by each call
+/// ([`map`](Pool::map), [`imap`](Pool::imap), [`fold`](Pool::fold), ...) and reaped before
+/// it returns, or once by [`spawn`](Pool::spawn) for a [`Crew`] that runs many calls.
 ///
 /// # Examples
 /// ```
@@ -32,6 +38,8 @@ pub struct Pool {
     bar: Option<ProgressBar>,
     max_retries: u32,
     task_timeout: Option<Duration>,
+    limits: Limits,
+    lookahead: Option<usize>,
 }
 
 impl Default for Pool {
@@ -71,6 +79,8 @@ impl Pool {
             bar: None,
             max_retries: 2,
             task_timeout: None,
+            limits: Limits::default(),
+            lookahead: None,
         }
     }
 
@@ -152,6 +162,51 @@ impl Pool {
         self
     }
 
+    /// Replaces each worker process after it has run `n` tasks (exactly: tasks, not
+    /// chunks), as Python's `maxtasksperchild` does: for tasks that leak memory or
+    /// descriptors, or a library that degrades. The worker finishes its `n`th task, sends
+    /// its results and exits; a fresh process is forked from the coordinator into its slot
+    /// (that costs a fork, about 25 ms per GiB of the caller's private heap, and an `init`
+    /// of [`map_init`](Pool::map_init) again). `0` means no limit (the default).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = forkmap::Pool::new().workers(2).max_tasks_per_worker(10);
+    /// let pids = pool.map(0..40, |_| std::process::id())?;
+    /// let mut distinct = pids.clone();
+    /// distinct.sort();
+    /// distinct.dedup();
+    /// assert!(distinct.len() >= 4);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Pool {
+        self.limits.max_tasks = (n > 0).then_some(n);
+        self
+    }
+
+    /// Retires a worker whose resident memory (RSS, as `/proc/self/statm` says) has grown
+    /// past `bytes`: it finishes the tasks it has claimed, sends their results and exits,
+    /// and a fresh process takes its slot (the cost of a fork, as for
+    /// [`max_tasks_per_worker`](Pool::max_tasks_per_worker)). Checked after each task (a
+    /// block of cheap ones), at most every 10 ms, so a worker may overshoot by what one
+    /// task allocates. Retirements are recorded with the worker, its pid and its size
+    /// ([`Crew::retirements`]). Memory the worker shares with the coordinator (pages it
+    /// inherited and did not write, shared arrays it read) counts in its RSS too: set the
+    /// cap above what a fresh worker shows. `0` means no cap (the default).
+    pub fn max_worker_memory(mut self, bytes: u64) -> Pool {
+        self.limits.max_rss = (bytes > 0).then_some(bytes);
+        self
+    }
+
+    /// How many positions past the first one the consumer has not taken yet
+    /// [`imap`](Pool::imap) and [`imap_unordered`](Pool::imap_unordered) may hand out:
+    /// the bound on the results they hold (default `max(4096, 512 × workers)`). A smaller
+    /// window holds less memory; a larger one keeps the workers busy past a slow task.
+    pub fn lookahead(mut self, positions: usize) -> Pool {
+        self.lookahead = (positions > 0).then_some(positions);
+        self
+    }
+
     /// The number of workers `map` will fork (for a long enough list of tasks).
     ///
     /// # Errors
@@ -197,11 +252,9 @@ impl Pool {
         F: Fn(usize) -> R,
         R: Serialize + DeserializeOwned,
     {
-        let (values, _) = self.execute(indices, f, Mode::FailFast)?;
-        values
-            .into_iter()
-            .collect::<Option<Vec<R>>>()
-            .ok_or_else(missing_result)
+        self.once(MapJob(f), indices, |team, pool, indices| {
+            collect_values(run_collect(team, pool, indices, Mode::FailFast)?)
+        })
     }
 
     /// Like [`map`](Pool::map), but one failing task does not throw away the others:
@@ -216,7 +269,7 @@ impl Pool {
     ///
     /// # Examples
     /// ```
-    /// let out = forkmap::Pool::new().workers(2).try_map(0..4, |i| {
+    /// let out = forkmap::Pool::new().workers(2).map_results(0..4, |i| {
     ///     assert!(i != 2, "two is right out");
     ///     i * 10
     /// })?;
@@ -225,80 +278,399 @@ impl Pool {
     /// assert_eq!(out[3].as_ref().ok(), Some(&30));
     /// # Ok::<(), forkmap::Error>(())
     /// ```
+    pub fn map_results<I, F, R>(&self, indices: I, f: F) -> Result<Vec<Result<R, Error>>, Error>
+    where
+        I: IntoIterator<Item = usize>,
+        F: Fn(usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        self.once(MapJob(f), indices, |team, pool, indices| {
+            Ok(collect_results(run_collect(
+                team,
+                pool,
+                indices,
+                Mode::KeepGoing,
+            )?))
+        })
+    }
+
+    /// The old name of [`map_results`](Pool::map_results): in Rust a `try_` method stops
+    /// at the first error, which is what [`map`](Pool::map) does; this one keeps going.
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed to `map_results` (it keeps going past failures)"
+    )]
     pub fn try_map<I, F, R>(&self, indices: I, f: F) -> Result<Vec<Result<R, Error>>, Error>
     where
         I: IntoIterator<Item = usize>,
         F: Fn(usize) -> R,
         R: Serialize + DeserializeOwned,
     {
-        let (values, mut failures) = self.execute(indices, f, Mode::KeepGoing)?;
-        Ok(values
-            .into_iter()
-            .enumerate()
-            .map(|(pos, value)| {
-                value.ok_or_else(|| failures.remove(&pos).unwrap_or_else(missing_result))
-            })
-            .collect())
+        self.map_results(indices, f)
     }
 
-    /// Runs a call; returns each position's value, and the failures (`KeepGoing` only).
-    #[allow(clippy::type_complexity)]
-    fn execute<I, F, R>(
+    /// [`map`](Pool::map) over the items of a slice: `f(&items[i])` for every item, the
+    /// results in order. The slice is inherited by the workers with the fork, never
+    /// serialised: its items need neither `Serialize` nor `Send`.
+    ///
+    /// # Errors
+    /// As for [`map`](Pool::map); an error names the item's position as its index.
+    ///
+    /// # Examples
+    /// ```
+    /// let words = ["fork", "map", "pool"];
+    /// let lengths = forkmap::Pool::new().workers(2).map_slice(&words, |w| w.len())?;
+    /// assert_eq!(lengths, vec![4, 3, 4]);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn map_slice<T, F, R>(&self, items: &[T], f: F) -> Result<Vec<R>, Error>
+    where
+        F: Fn(&T) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map(0..items.len(), |i| f(&items[i]))
+    }
+
+    /// Like [`map`](Pool::map), with state per worker process: `init` runs once in each
+    /// worker (and again in each replacement, after a crash or a retirement) and `f` gets
+    /// `&mut` to what it built: a model loaded once, an HDF5 handle, a scratch buffer, a C
+    /// library that is not thread-safe. The state is a cache: it dies with its worker, so
+    /// no result may depend on what earlier tasks left in it (per-worker sums belong in
+    /// [`fold`](Pool::fold)).
+    ///
+    /// # Errors
+    /// As for [`map`](Pool::map), and [`Error::InitFailed`] when `init` panics, or kills
+    /// its worker on every attempt `max_retries` allows.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = forkmap::Pool::new().workers(2);
+    /// let out = pool.map_init(0..4, |info| vec![info.worker(); 1024], |scratch, i| scratch.len() + i)?;
+    /// assert_eq!(out, vec![1024, 1025, 1026, 1027]);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn map_init<I, In, F, S, R>(&self, indices: I, init: In, f: F) -> Result<Vec<R>, Error>
+    where
+        I: IntoIterator<Item = usize>,
+        In: Fn(&WorkerInfo) -> S,
+        F: Fn(&mut S, usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        self.once(InitJob { init, f }, indices, |team, pool, indices| {
+            collect_values(run_collect(team, pool, indices, Mode::FailFast)?)
+        })
+    }
+
+    /// Folds the tasks in the workers and reduces the partials in the parent, as rayon's
+    /// `fold` + `reduce`: each batch of consecutive positions a worker runs starts from
+    /// `identity()` and folds every task into it with `fold(acc, index)`; the coordinator
+    /// combines the partials with `reduce` in position order (so `reduce` need only be
+    /// associative, not commutative). Only the partials travel: one per batch.
+    ///
+    /// A batch's partial counts all or nothing: if its worker dies, the batch runs again
+    /// from `identity()`, so every index is folded in exactly once.
+    ///
+    /// # Errors
+    /// As for [`map`](Pool::map): the first failure ends the call.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = forkmap::Pool::new().workers(2);
+    /// let sum = pool.fold(0..1000, || 0u64, |acc, i| acc + i as u64, |a, b| a + b)?;
+    /// assert_eq!(sum, 499_500);
+    /// // Position order: a concatenation comes out in order, though batches run anywhere.
+    /// let s = pool.fold(0..20, String::new, |acc, i| acc + &format!("{i} "), |a, b| a + &b)?;
+    /// assert!(s.starts_with("0 1 2 3 "));
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn fold<I, Id, Fo, Re, T>(
         &self,
         indices: I,
-        f: F,
-        mode: Mode,
-    ) -> Result<(Vec<Option<R>>, HashMap<usize, Error>), Error>
+        identity: Id,
+        fold: Fo,
+        reduce: Re,
+    ) -> Result<T, Error>
+    where
+        I: IntoIterator<Item = usize>,
+        Id: Fn() -> T,
+        Fo: Fn(T, usize) -> T,
+        Re: Fn(T, T) -> T,
+        T: Serialize + DeserializeOwned,
+    {
+        let job = FoldJob { identity, fold };
+        let fallback = |job: &FoldJob<Id, Fo>| (job.identity)();
+        self.once_or(job, indices, fallback, |team, pool, indices| {
+            run_fold(team, pool, indices, &reduce)
+        })
+    }
+
+    /// Runs `f` on every index and yields the results lazily, in the order of `indices`,
+    /// as the workers deliver them: for more results than fit in memory, or to write
+    /// result `i` while later tasks run. At most [`lookahead`](Pool::lookahead) positions
+    /// past the first one not yet taken are handed out, so the results held stay bounded
+    /// however many tasks there are; a task much slower than the others stalls the window
+    /// behind it. Each item is that task's `Result` (as in
+    /// [`map_results`](Pool::map_results)); a failure of the call itself
+    /// ([`Error::Interrupted`], every worker dead) is the last item.
+    ///
+    /// The workers are forked here. Dropping the iterator early kills and reaps them at
+    /// once, without waiting on their tasks. SIGINT and SIGTERM are caught only while
+    /// the iterator waits for results: between two items they do what the program says
+    /// (by default, end it; the workers die with it).
+    ///
+    /// # Errors
+    /// Set-up failures, as for [`map`](Pool::map).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = forkmap::Pool::new().workers(2);
+    /// let mut total = 0;
+    /// for r in pool.imap(0..100, |i| i * 2)? {
+    ///     total += r?;
+    /// }
+    /// assert_eq!(total, 9900);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn imap<'f, I, F, R>(&self, indices: I, f: F) -> Result<Imap<'f, MapJob<F>>, Error>
     where
         I: IntoIterator<Item = usize>,
         F: Fn(usize) -> R,
         R: Serialize + DeserializeOwned,
     {
-        let workers = self.worker_count()?;
-        let indices = collect_indices(indices, std::mem::size_of::<Option<R>>())?;
-        if indices.is_empty() {
-            return Ok((Vec::new(), HashMap::new()));
+        let (team, indices) = self.forked(MapJob(f), indices)?;
+        Imap::start(stream::Holder::Owned(Box::new(team)), self, indices)
+    }
+
+    /// Like [`imap`](Pool::imap), but yields each result as soon as it arrives, with its
+    /// index and position: no task waits on a slower one before it. The window of
+    /// [`lookahead`](Pool::lookahead) positions bounds the results held the same way.
+    ///
+    /// # Errors
+    /// Set-up failures, as for [`map`](Pool::map).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = forkmap::Pool::new().workers(2);
+    /// let mut seen = vec![false; 50];
+    /// for done in pool.imap_unordered(0..50, |i| i + 1)? {
+    ///     assert_eq!(done.result?, done.index + 1);
+    ///     seen[done.position] = true;
+    /// }
+    /// assert!(seen.iter().all(|&s| s));
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn imap_unordered<'f, I, F, R>(
+        &self,
+        indices: I,
+        f: F,
+    ) -> Result<ImapUnordered<'f, MapJob<F>>, Error>
+    where
+        I: IntoIterator<Item = usize>,
+        F: Fn(usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        let (team, indices) = self.forked(MapJob(f), indices)?;
+        ImapUnordered::start(stream::Holder::Owned(Box::new(team)), self, indices)
+    }
+
+    /// Forks the workers once and keeps them: the [`Crew`] runs `f` for call after call
+    /// ([`Crew::map`], [`Crew::imap`], ...), sending only positions, so a loop of maps pays
+    /// the fork (about 25 ms per GiB of the caller's private heap, per worker) once rather
+    /// than every time. What `f` captures is the workers' snapshot from this moment; the
+    /// borrow checker keeps it unchanged while the crew lives (interior mutability aside:
+    /// a `Cell` set later is not seen by the workers, nor by a replacement forked before).
+    ///
+    /// A crew is `!Send`: its workers die with the thread that forked them
+    /// (`PR_SET_PDEATHSIG`), so it stays on that thread.
+    ///
+    /// **Parameters that change between calls** (the weights of an epoch, a threshold) go
+    /// in a [`SharedArray`](crate::SharedArray) that `f` captures: the parent writes them
+    /// before each call and every worker reads the new values, with nothing serialised:
+    ///
+    /// ```
+    /// let params = forkmap::SharedArray::<f64, _>::zeros(2)?;
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| {
+    ///     let p = params.read();
+    ///     p[0] * i as f64 + p[1]
+    /// })?;
+    /// for epoch in 1..=3 {
+    ///     params.write().assign(&forkmap::ndarray::arr1(&[epoch as f64, 0.5]));
+    ///     assert_eq!(crew.map(0..4)?[3], 3.0 * epoch as f64 + 0.5);
+    /// }
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Set-up failures, as for [`map`](Pool::map).
+    ///
+    /// # Examples
+    /// ```
+    /// let weights = vec![0.5f64; 1000];
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| weights[i] * i as f64)?;
+    /// for _epoch in 0..3 {
+    ///     let v: Vec<f64> = crew.map(0..1000)?;
+    ///     assert_eq!(v[10], 5.0);
+    /// }
+    /// assert_eq!(crew.forks(), 2);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn spawn<F, R>(&self, f: F) -> Result<Crew<MapJob<F>>, Error>
+    where
+        F: Fn(usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        Crew::spawn(MapJob(f), self)
+    }
+
+    /// A [`Crew`] whose workers keep state: `init` runs once in each worker process (and
+    /// in each replacement), and `f` gets `&mut` to it, as in [`map_init`](Pool::map_init).
+    ///
+    /// # Errors
+    /// Set-up failures, as for [`map`](Pool::map). A failing `init` is reported by the
+    /// first call.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn_init(|_| 0u64, |calls, i| {
+    ///     *calls += 1;
+    ///     i
+    /// })?;
+    /// assert_eq!(crew.map(0..3)?, vec![0, 1, 2]);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn spawn_init<In, F, S, R>(&self, init: In, f: F) -> Result<Crew<InitJob<In, F>>, Error>
+    where
+        In: Fn(&WorkerInfo) -> S,
+        F: Fn(&mut S, usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        Crew::spawn(InitJob { init, f }, self)
+    }
+
+    /// A [`Crew`] that folds: each call ([`Crew::fold`]) folds its tasks in the workers
+    /// with `identity` and `fold` and reduces the partials in the parent, as
+    /// [`Pool::fold`] does.
+    ///
+    /// # Errors
+    /// Set-up failures, as for [`map`](Pool::map).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn_fold(|| 0u64, |acc, i| acc + i as u64)?;
+    /// assert_eq!(crew.fold(0..10, |a, b| a + b)?, 45);
+    /// assert_eq!(crew.fold(10..20, |a, b| a + b)?, 145);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn spawn_fold<Id, Fo, T>(
+        &self,
+        identity: Id,
+        fold: Fo,
+    ) -> Result<Crew<FoldJob<Id, Fo>>, Error>
+    where
+        Id: Fn() -> T,
+        Fo: Fn(T, usize) -> T,
+        T: Serialize + DeserializeOwned,
+    {
+        Crew::spawn(FoldJob { identity, fold }, self)
+    }
+
+    /// What a team of this pool runs with.
+    fn settings(&self) -> Settings {
+        Settings {
+            max_retries: self.max_retries,
+            task_timeout: self.task_timeout,
+            chunk_size: self.chunk_size,
+            limits: self.limits,
         }
-        let workers = workers.min(indices.len());
-        // Channels and returned arrays each hold descriptors: lift the soft limit first.
-        sys::fds::raise_nofile_limit();
+    }
+
+    /// The progress of a call of `len` tasks.
+    fn progress_for(&self, len: usize) -> Progress {
         let setting = self
             .progress
             .unwrap_or_else(progress::Setting::default_for_stderr);
-        let progress = Progress::new(setting, self.bar.as_ref(), indices.len());
-        let board = Board::new(workers)?;
-        crate::worker::install_panic_hook();
-        let policy = Policy {
-            mode,
-            max_retries: self.max_retries,
-            task_timeout: self.task_timeout,
-        };
-        // Held until every worker is reaped (the run drops first); when the last call
+        Progress::new(setting, self.bar.as_ref(), len)
+    }
+
+    /// The streaming window for `workers` workers.
+    fn window(&self, workers: usize) -> usize {
+        self.lookahead.unwrap_or_else(|| 4096.max(512 * workers))
+    }
+
+    /// A team for one call over `indices`, forked (one worker per task at most; none
+    /// for an empty list).
+    fn forked<J: Job>(
+        &self,
+        job: J,
+        indices: impl IntoIterator<Item = usize>,
+    ) -> Result<(Team<J>, Vec<usize>), Error>
+    where
+        J::Out: DeserializeOwned,
+    {
+        let workers = self.worker_count()?;
+        let indices = collect_indices(indices, std::mem::size_of::<Option<J::Out>>())?;
+        let mut team = Team::new(job, workers.min(indices.len()).max(1), self.settings())?;
+        if !indices.is_empty() {
+            let _interrupts = catch_interrupts()?;
+            team.fill_slots()?;
+        }
+        Ok((team, indices))
+    }
+
+    /// Runs one call on a team forked for it, and stops and reaps the team.
+    fn once<J, I, Out>(
+        &self,
+        job: J,
+        indices: I,
+        call: impl FnOnce(&mut Team<J>, &Pool, Vec<usize>) -> Result<Vec<Out>, Error>,
+    ) -> Result<Vec<Out>, Error>
+    where
+        J: Job,
+        J::Out: DeserializeOwned,
+        I: IntoIterator<Item = usize>,
+    {
+        self.once_or(job, indices, |_| Vec::new(), call)
+    }
+
+    /// [`once`](Pool::once), with what an empty task list gives.
+    fn once_or<J, I, T>(
+        &self,
+        job: J,
+        indices: I,
+        empty: impl FnOnce(&J) -> T,
+        call: impl FnOnce(&mut Team<J>, &Pool, Vec<usize>) -> Result<T, Error>,
+    ) -> Result<T, Error>
+    where
+        J: Job,
+        J::Out: DeserializeOwned,
+        I: IntoIterator<Item = usize>,
+    {
+        let workers = self.worker_count()?;
+        let indices = collect_indices(indices, std::mem::size_of::<Option<J::Out>>())?;
+        if indices.is_empty() {
+            return Ok(empty(&job));
+        }
+        // Held until every worker is reaped (the team drops first); when the last call
         // lets go, a signal that arrived meanwhile is delivered again under the caller's
         // own disposition (by default, the process ends).
-        let interrupts = Interrupts::catch().map_err(|e| Error::Channel {
-            worker: None,
-            message: format!("could not install signal handlers: {e}"),
-        })?;
-        let outcome =
-            Run::new(&indices, &f, &board, workers, self.chunk_size, policy).and_then(|mut run| {
-                run.start(workers)?;
-                run.drive(&progress)?;
-                run.finish();
-                Ok((
-                    std::mem::take(&mut run.values),
-                    std::mem::take(&mut run.failures),
-                ))
-                // `run` drops here: any worker still alive is killed and reaped.
-            });
-        match &outcome {
-            Ok(outcomes) => progress.finish(outcomes.0.len() as u64),
-            Err(_) => progress.abandon(),
+        let interrupts = catch_interrupts()?;
+        let mut team = Team::new(job, workers.min(indices.len()), self.settings())?;
+        let outcome = team
+            .fill_slots()
+            .and_then(|_| call(&mut team, self, indices));
+        if outcome.is_ok() {
+            team.finish();
         }
+        // Any worker still alive is killed and reaped here.
+        drop(team);
         drop(interrupts);
         outcome
     }
 }
+
+/// Task lists whose bookkeeping takes less than this are not checked against the memory
+/// budget (any machine has that much).
+const SMALL_LIST: usize = 64 << 20;
 
 fn too_many_workers(n: usize, what: &str) -> String {
     format!(
@@ -328,7 +700,9 @@ fn collect_indices<I: IntoIterator<Item = usize>>(
                 "{per_task} bytes each would overflow the address space"
             ))
         })?;
-        if let Some(budget) = sys::memory_budget()
+        // Reading the budget costs a few /proc files: a crew's small calls skip it.
+        if bytes >= SMALL_LIST
+            && let Some(budget) = sys::memory_budget()
             && bytes as u64 > budget
         {
             return Err(too_many(format!(

@@ -112,13 +112,6 @@ impl Scheduler {
 
     /// The first position not yet available to hand out: `n` of [`new`](Scheduler::new),
     /// raised by [`extend_to`](Scheduler::extend_to).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "streaming calls (imap) build on it next; tested now"
-        )
-    )]
     pub(crate) fn limit(&self) -> usize {
         self.unassigned.end
     }
@@ -127,17 +120,39 @@ impl Scheduler {
     /// takes results (no chunk is ever handed out at or past the limit), a distributed one
     /// as blocks arrive. The new positions go to workers whose range runs dry, a share at a
     /// time; the caller then calls [`fill`](Scheduler::fill) for its idle workers.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "streaming calls (imap) build on it next; tested now"
-        )
-    )]
     pub(crate) fn extend_to(&mut self, limit: usize) {
         if limit > self.unassigned.end {
             self.unassigned.end = limit;
         }
+    }
+
+    /// Continues from an earlier call on the same worker processes: their chunks are
+    /// numbered on from `next_seq` (their gates remember the last), and chunk sizes start
+    /// from the task cost measured then (0: unknown, probe again).
+    pub(crate) fn resume(&mut self, next_seq: &[u64], task_ns: f64) {
+        for (mine, &seq) in self.next_seq.iter_mut().zip(next_seq) {
+            *mine = seq;
+        }
+        if task_ns > 0.0 {
+            self.observe(1, task_ns as u64);
+        }
+    }
+
+    /// Worker `w` has a new process (with a reset gate): its chunks are numbered from 1
+    /// and probe again.
+    pub(crate) fn restart(&mut self, w: usize) {
+        self.next_seq[w] = 1;
+        self.handed[w] = 0;
+    }
+
+    /// The sequence number the next chunk for worker `w` gets.
+    pub(crate) fn next_seq(&self, w: usize) -> u64 {
+        self.next_seq[w]
+    }
+
+    /// The measured cost of a task in nanoseconds (0 while unknown).
+    pub(crate) fn task_ns(&self) -> f64 {
+        self.task_ns
     }
 
     /// The chunks worker `w` holds (sent, not answered), oldest first.

@@ -30,6 +30,17 @@ pub(crate) fn memory_budget() -> Option<u64> {
     }
 }
 
+/// This process's resident memory in bytes (`/proc/self/statm`), `None` when unreadable.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    parse_statm_resident(&std::fs::read_to_string("/proc/self/statm").ok()?)
+        .map(|pages| pages.saturating_mul(rustix::param::page_size() as u64))
+}
+
+/// The resident page count, the second field of a `statm` line.
+fn parse_statm_resident(statm: &str) -> Option<u64> {
+    statm.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A mounted cgroup hierarchy that can limit memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CgroupMount {
@@ -167,6 +178,17 @@ fn level_headroom(dir: &Path, v2: bool) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_size_is_read_from_statm_and_grows_with_touched_memory() {
+        assert_eq!(parse_statm_resident("1000 250 30 1 0 400 0\n"), Some(250));
+        assert_eq!(parse_statm_resident("1000"), None);
+        let before = resident_bytes().unwrap();
+        let touched = vec![1u8; 64 << 20];
+        let after = resident_bytes().unwrap();
+        assert!(after >= before + (32 << 20), "{before} -> {after}");
+        drop(std::hint::black_box(touched));
+    }
 
     struct Tree(PathBuf);
     impl Tree {
