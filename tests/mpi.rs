@@ -190,6 +190,18 @@ fn two_and_three_ranks_match_a_sequential_run() {
 }
 
 #[test]
+fn crews_forked_before_mpi_init_serve_every_block() {
+    if let Some(role) = common::role() {
+        return rank_main(&role);
+    }
+    let Some(_) = mpirun() else { return };
+    let _d = common::deadline(300);
+    let test = "crews_forked_before_mpi_init_serve_every_block";
+    let ran = launch(Some(3), test, "crew", &[]);
+    expect_ok(&ran, "crew ok", 3);
+}
+
+#[test]
 fn a_failure_on_rank_1_is_reported_with_its_rank_and_index() {
     if let Some(role) = common::role() {
         return rank_main(&role);
@@ -343,6 +355,9 @@ fn rank_main(role: &str) {
         println!("threading ok");
         return;
     }
+    if role == "crew" {
+        return crew_rank();
+    }
     let (universe, level) =
         rsmpi::initialize_with_threading(Threading::Multiple).expect("MPI initialises once");
     assert!(level >= Threading::Serialized, "{level:?}");
@@ -415,6 +430,54 @@ fn scenario(cluster: &Cluster, role: &str) {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Crews forked before `MPI_Init` serve every block of every call, forking nothing more.
+fn crew_rank() {
+    let pool = Pool::new().workers(2).progress(false);
+    let mut maps = pool.spawn(work).unwrap();
+    let mut folds = pool
+        .spawn_fold(|| 0u64, |a: u64, i| a.wrapping_add(work(i)))
+        .unwrap();
+    let (universe, _) = rsmpi::initialize_with_threading(Threading::Multiple).unwrap();
+    let world = universe.world();
+    let cluster = Cluster::new(&world, pool)
+        .unwrap()
+        .block_time(Duration::from_millis(20));
+    let me = cluster.rank();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let indices = call_indices();
+        let seq: Vec<u64> = indices.iter().map(|&i| work(i)).collect();
+        for _ in 0..3 {
+            let got = cluster
+                .map_crew(&mut maps, indices.iter().copied())
+                .unwrap();
+            assert_eq!(got.is_some(), cluster.is_root());
+            if let Some(got) = got {
+                assert!(got == seq, "results differ from the sequential run");
+            }
+        }
+        let got = cluster
+            .map_results_crew(&mut maps, indices.iter().copied())
+            .unwrap();
+        if let Some(got) = got {
+            assert!(got.into_iter().map(|r| r.unwrap()).eq(seq.iter().copied()));
+        }
+        let total = cluster
+            .fold_crew(&mut folds, indices.iter().copied(), u64::wrapping_add)
+            .unwrap();
+        if let Some(total) = total {
+            assert_eq!(total, seq.iter().fold(0u64, |a, &b| a.wrapping_add(b)));
+        }
+        // Two workers each, forked once, whatever the number of blocks and calls.
+        assert_eq!(maps.forks(), 2);
+        assert_eq!(folds.forks(), 2);
+    }));
+    if checked.is_err() {
+        eprintln!("rank {me}: crew failed; aborting the job");
+        world.abort(1);
+    }
+    println!("rank {me}: crew ok");
 }
 
 fn compare(cluster: &Cluster) {

@@ -1,15 +1,18 @@
 //! What a rank does with a block: runs it on its own workers.
 //!
-//! [`Local`] is the seam between the cluster protocol and the local executor. Today the
-//! executor is a [`Pool`] (a fork per block); a crew forked once (fork once, map many)
-//! plugs in as one more implementation, with the protocol unchanged.
+//! [`Local`] is the seam between the cluster protocol and the local executor: a [`Pool`]
+//! (a fork per block) or a [`Crew`] forked once, serving every block of every call. Another
+//! executor plugs in as one more implementation, with the protocol unchanged.
+
+use std::cell::RefCell;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::wire::from_local;
-use crate::Pool;
 use crate::error::Error;
+use crate::job::{Folds, Job, Maps};
+use crate::{Crew, Pool};
 
 /// Runs one block of a cluster call on this rank's workers.
 pub(crate) trait Local {
@@ -93,6 +96,74 @@ where
                 self.fold,
                 self.reduce,
             )
+            .map_err(|e| from_local(e, start))
+    }
+}
+
+/// A crew's map: the crew was forked once (before `MPI_Init`, ideally) and serves every
+/// block of every call; its `&mut` is borrowed for one block at a time, on the thread that
+/// forked it.
+pub(crate) struct CrewMapBlocks<'a, J: Job> {
+    pub(crate) crew: RefCell<&'a mut Crew<J>>,
+}
+
+impl<J> Local for CrewMapBlocks<'_, J>
+where
+    J: Maps,
+    J::Out: Serialize + DeserializeOwned,
+{
+    type Output = Vec<J::Out>;
+
+    fn run_block(&self, indices: &[usize], start: usize) -> Result<Self::Output, Error> {
+        self.crew
+            .borrow_mut()
+            .map(indices.iter().copied())
+            .map_err(|e| from_local(e, start))
+    }
+}
+
+/// A crew's `map_results`.
+pub(crate) struct CrewResultBlocks<'a, J: Job> {
+    pub(crate) crew: RefCell<&'a mut Crew<J>>,
+}
+
+impl<J> Local for CrewResultBlocks<'_, J>
+where
+    J: Maps,
+    J::Out: Serialize + DeserializeOwned,
+{
+    type Output = Vec<Result<J::Out, Error>>;
+
+    fn run_block(&self, indices: &[usize], start: usize) -> Result<Self::Output, Error> {
+        Ok(self
+            .crew
+            .borrow_mut()
+            .map_results(indices.iter().copied())
+            .map_err(|e| from_local(e, start))?
+            .into_iter()
+            .map(|r| r.map_err(|e| from_local(e, start)))
+            .collect())
+    }
+}
+
+/// A crew of folds.
+pub(crate) struct CrewFoldBlocks<'a, J: Job, C> {
+    pub(crate) crew: RefCell<&'a mut Crew<J>>,
+    pub(crate) reduce: &'a C,
+}
+
+impl<J, C> Local for CrewFoldBlocks<'_, J, C>
+where
+    J: Folds,
+    J::Out: Serialize + DeserializeOwned,
+    C: Fn(J::Out, J::Out) -> J::Out,
+{
+    type Output = J::Out;
+
+    fn run_block(&self, indices: &[usize], start: usize) -> Result<J::Out, Error> {
+        self.crew
+            .borrow_mut()
+            .fold(indices.iter().copied(), self.reduce)
             .map_err(|e| from_local(e, start))
     }
 }

@@ -49,14 +49,15 @@
 //! # Ok::<(), forkmap::Error>(())
 //! ```
 
+mod call;
 mod dispatch;
 mod link;
 mod local;
 mod wire;
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::mpi::collective::{CommunicatorCollectives, Root};
 use ::mpi::environment::{Threading, threading_support};
@@ -64,12 +65,16 @@ use ::mpi::topology::{Communicator, SimpleCommunicator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Pool;
 use crate::error::Error;
+use crate::job::{Folds, Maps};
 use crate::sys::mpi::LentComm;
-use dispatch::{Block, Dispatcher, OUTSTANDING};
-use link::{LinkConfig, ToLink, ToMain};
-use local::{FoldBlocks, Local, MapBlocks, ResultBlocks};
+use crate::{Crew, Pool};
+use call::{collect, concat, drive, reduce_in_order, with_ranks};
+use dispatch::Dispatcher;
+use link::LinkConfig;
+use local::{
+    CrewFoldBlocks, CrewMapBlocks, CrewResultBlocks, FoldBlocks, Local, MapBlocks, ResultBlocks,
+};
 use wire::indices_hash;
 
 /// Re-exported: the rsmpi crate this module is built on, so callers use the same version.
@@ -128,7 +133,7 @@ impl Call {
 }
 
 /// One block's output on the root: where it starts, which rank ran it, what it gave.
-type Outputs<O> = Vec<(usize, i32, O)>;
+pub(crate) type Outputs<O> = Vec<(usize, i32, O)>;
 
 impl Cluster {
     /// Makes a cluster over `comm` (every rank calls this), each rank running its blocks
@@ -289,17 +294,7 @@ impl Cluster {
         let Some(outputs) = self.run(&indices, &local, Call::MapResults)? else {
             return Ok(None);
         };
-        let outputs = outputs?
-            .into_iter()
-            .map(|(start, rank, slots)| {
-                let slots: Vec<Result<R, Error>> = slots
-                    .into_iter()
-                    .map(|s| s.map_err(|e| wire::on_rank(rank, e)))
-                    .collect();
-                (start, rank, slots)
-            })
-            .collect();
-        concat(outputs, indices.len()).map(Some)
+        concat(with_ranks(outputs?), indices.len()).map(Some)
     }
 
     /// Folds every index into a `T` over all the ranks: each worker folds runs of
@@ -366,14 +361,8 @@ impl Cluster {
         let Some(outputs) = self.run(&indices, &local, call)? else {
             return Ok(None);
         };
-        let mut outputs = outputs?;
-        outputs.sort_unstable_by_key(|(start, _, _)| *start);
         Ok(Some(
-            outputs
-                .into_iter()
-                .map(|(_, _, t)| t)
-                .reduce(&reduce)
-                .unwrap_or_else(identity),
+            reduce_in_order(outputs?, &reduce).unwrap_or_else(identity),
         ))
     }
 
@@ -421,6 +410,105 @@ impl Cluster {
             .fold_call(indices, identity, fold, reduce, Call::FoldAll)?
             .map(Ok);
         self.share(at_root)
+    }
+
+    /// Like [`map`](Cluster::map), on a [`Crew`] forked once: every block of every call
+    /// runs on the crew's processes (nothing is forked per block), with the crew's
+    /// function. Fork the crew before `MPI_Init` where the fabric is RDMA: its workers
+    /// then carry no MPI state at all.
+    ///
+    /// # Errors
+    /// As for `map`.
+    ///
+    /// # Examples
+    /// ```
+    /// use forkmap::mpi::{Cluster, rsmpi::{self, Threading}};
+    ///
+    /// let pool = forkmap::Pool::new().workers(2);
+    /// let mut crew = pool.spawn(|i| i * 3)?;          // forked before MPI starts
+    /// let (universe, _) = rsmpi::initialize_with_threading(Threading::Multiple).unwrap();
+    /// let cluster = Cluster::new(&universe.world(), pool)?;
+    /// for _ in 0..3 {
+    ///     if let Some(v) = cluster.map_crew(&mut crew, 0..100)? {
+    ///         assert_eq!(v[7], 21);
+    ///     }
+    /// }
+    /// assert_eq!(crew.forks(), 2);                     // no fork per block or per call
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    pub fn map_crew<J, I>(
+        &self,
+        crew: &mut Crew<J>,
+        indices: I,
+    ) -> Result<Option<Vec<J::Out>>, Error>
+    where
+        J: Maps,
+        J::Out: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = usize>,
+    {
+        let indices = collect(indices)?;
+        let local = CrewMapBlocks {
+            crew: RefCell::new(crew),
+        };
+        self.run(&indices, &local, Call::Map)?
+            .map(|o| concat(o?, indices.len()))
+            .transpose()
+    }
+
+    /// Like [`map_results`](Cluster::map_results), on a [`Crew`] (see
+    /// [`map_crew`](Cluster::map_crew)).
+    ///
+    /// # Errors
+    /// As for `map_results`.
+    #[allow(clippy::type_complexity)]
+    pub fn map_results_crew<J, I>(
+        &self,
+        crew: &mut Crew<J>,
+        indices: I,
+    ) -> Result<Option<Vec<Result<J::Out, Error>>>, Error>
+    where
+        J: Maps,
+        J::Out: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = usize>,
+    {
+        let indices = collect(indices)?;
+        let local = CrewResultBlocks {
+            crew: RefCell::new(crew),
+        };
+        let Some(outputs) = self.run(&indices, &local, Call::MapResults)? else {
+            return Ok(None);
+        };
+        concat(with_ranks(outputs?), indices.len()).map(Some)
+    }
+
+    /// Like [`fold`](Cluster::fold), on a crew of folds (`Pool::spawn_fold`); `reduce`
+    /// combines partials in position order.
+    ///
+    /// # Errors
+    /// As for `fold`.
+    pub fn fold_crew<J, I, C>(
+        &self,
+        crew: &mut Crew<J>,
+        indices: I,
+        reduce: C,
+    ) -> Result<Option<J::Out>, Error>
+    where
+        J: Folds,
+        J::Out: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = usize>,
+        C: Fn(J::Out, J::Out) -> J::Out,
+    {
+        let indices = collect(indices)?;
+        // A fold over no positions runs nothing: it is the crew's identity.
+        let identity = crew.fold(std::iter::empty(), &reduce)?;
+        let local = CrewFoldBlocks {
+            crew: RefCell::new(crew),
+            reduce: &reduce,
+        };
+        let Some(outputs) = self.run(&indices, &local, Call::Fold)? else {
+            return Ok(None);
+        };
+        Ok(Some(reduce_in_order(outputs?, &reduce).unwrap_or(identity)))
     }
 
     /// Broadcasts the root's value (or its error) to every rank.
@@ -535,159 +623,6 @@ impl Cluster {
             out
         })
     }
-}
-
-/// The calling thread's side of a call: runs granted blocks, keeps two in hand, reports
-/// each, and on the root keeps every block's output until the link says the call is over.
-#[allow(clippy::type_complexity)]
-fn drive<L: Local>(
-    indices: &[usize],
-    local: &L,
-    root: bool,
-    to_link: &mpsc::Sender<ToLink>,
-    from_link: &mpsc::Receiver<ToMain>,
-) -> Result<Option<Result<Outputs<L::Output>, Error>>, Error> {
-    let gone = || Error::Mpi("the link thread of this rank ended early".into());
-    // Sends fail only once the link has ended the call; its `End` is waiting then.
-    for _ in 0..OUTSTANDING {
-        let _ = to_link.send(ToLink::Request);
-    }
-    let mut queue: VecDeque<Block> = VecDeque::new();
-    let mut no_more = false;
-    let mut failed = false;
-    let mut outputs: Outputs<L::Output> = Vec::new();
-    let mut remote: Vec<(usize, i32, Vec<u8>)> = Vec::new();
-    let mut undecodable: Option<Error> = None;
-    let mut decode = |outputs: &mut Outputs<L::Output>,
-                      (start, rank, bytes): (usize, i32, Vec<u8>)| {
-        match postcard::from_bytes::<L::Output>(&bytes) {
-            Ok(o) => outputs.push((start, rank, o)),
-            Err(e) => {
-                undecodable.get_or_insert_with(|| {
-                    Error::Mpi(format!(
-                        "could not decode the results of rank {rank} for the block at \
-                         position {start}: {e}"
-                    ))
-                });
-            }
-        }
-    };
-    let stop = loop {
-        let event = match from_link.try_recv() {
-            Ok(e) => e,
-            Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
-            Err(mpsc::TryRecvError::Empty) => {
-                if let Some(block) = queue.pop_front().filter(|_| !failed) {
-                    let began = Instant::now();
-                    let slice = &indices[block.start..block.end];
-                    let report = match local.run_block(slice, block.start) {
-                        Ok(out) if root => {
-                            outputs.push((block.start, 0, out));
-                            done(block, began, None)
-                        }
-                        Ok(out) => match postcard::to_stdvec(&out) {
-                            Ok(bytes) => done(block, began, Some(bytes)),
-                            Err(e) => ToLink::Failed {
-                                id: block.id,
-                                error: Error::Mpi(format!(
-                                    "could not encode the results of positions {}..{}: {e}",
-                                    block.start, block.end
-                                )),
-                            },
-                        },
-                        Err(error) => ToLink::Failed {
-                            id: block.id,
-                            error,
-                        },
-                    };
-                    failed = matches!(report, ToLink::Failed { .. });
-                    let _ = to_link.send(report);
-                    if !no_more && !failed {
-                        let _ = to_link.send(ToLink::Request);
-                    }
-                    continue;
-                }
-                if let Some(r) = remote.pop() {
-                    decode(&mut outputs, r);
-                    continue;
-                }
-                from_link.recv().map_err(|_| gone())?
-            }
-        };
-        match event {
-            ToMain::Grant(b) => queue.push_back(b),
-            ToMain::NoMore => no_more = true,
-            ToMain::Remote {
-                rank,
-                start,
-                payload,
-            } => remote.push((start, rank, payload)),
-            ToMain::End(stop) => break stop,
-        }
-    };
-    if let Some(stop) = stop {
-        return Err(stop.into_error());
-    }
-    if !root {
-        return Ok(None);
-    }
-    for r in remote.drain(..) {
-        decode(&mut outputs, r);
-    }
-    Ok(Some(match undecodable {
-        Some(e) => Err(e),
-        None => Ok(outputs),
-    }))
-}
-
-fn done(block: Block, began: Instant, payload: Option<Vec<u8>>) -> ToLink {
-    ToLink::Done {
-        id: block.id,
-        elapsed: began.elapsed(),
-        payload,
-    }
-}
-
-/// Joins the blocks' results in position order, checking that they cover `0..total`.
-fn concat<R>(mut outputs: Outputs<Vec<R>>, total: usize) -> Result<Vec<R>, Error> {
-    outputs.sort_unstable_by_key(|(start, _, _)| *start);
-    let mut out = Vec::new();
-    out.try_reserve_exact(total)
-        .map_err(|e| Error::TooManyTasks {
-            count: total,
-            reason: format!("could not allocate the results on the root: {e}"),
-        })?;
-    for (start, rank, values) in outputs {
-        if start != out.len() {
-            return Err(Error::Mpi(format!(
-                "rank {rank} sent results for position {start}, expected {}",
-                out.len()
-            )));
-        }
-        out.extend(values);
-    }
-    if out.len() != total {
-        return Err(Error::Mpi(format!(
-            "results for {} of {total} positions came back",
-            out.len()
-        )));
-    }
-    Ok(out)
-}
-
-/// Collects a call's indices, refusing a list that cannot be allocated instead of aborting.
-fn collect<I: IntoIterator<Item = usize>>(indices: I) -> Result<Vec<usize>, Error> {
-    let iter = indices.into_iter();
-    let mut out = Vec::new();
-    let hint = iter.size_hint();
-    let want = hint.1.unwrap_or(hint.0).max(hint.0);
-    out.try_reserve_exact(want)
-        .map_err(|e| Error::TooManyTasks {
-            count: want,
-            reason: format!("could not allocate the index list: {e}"),
-        })?;
-    out.extend(iter);
-    Ok(out)
 }
 
 /// This process's affinity mask size and the node's online CPUs (1, 1 when unknown, which
