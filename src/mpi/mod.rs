@@ -1,8 +1,9 @@
 //! Past one machine: the same map over the ranks of an MPI job (feature `mpi`).
 //!
-//! Each rank (one per node, or per NUMA domain) keeps its own forked [`Pool`] with its own
-//! shared arrays, retries and timeouts; MPI only spreads blocks of positions over the ranks
-//! and brings the results back to the root (rank 0). The root hands out blocks
+//! Each rank (one per node, or per NUMA domain) keeps its own forked [`Pool`] (or a
+//! [`Crew`] forked once: [`map_crew`](Cluster::map_crew)) with its own shared arrays,
+//! retries and timeouts; MPI only spreads blocks of positions over the ranks and brings
+//! the results back to the root (rank 0). The root hands out blocks
 //! dynamically: shrinking in size (half an even share of what is left, capped at about
 //! [`block_time`](Cluster::block_time) of the rank's measured work), two held by each rank
 //! at once so the next one is in hand while the current one runs, and it always knows
