@@ -23,6 +23,8 @@
 //!   MPI has registered must not be shared copy-on-write with a child: it needs a kernel
 //!   that copies DMA pages on fork (Linux 5.12 and later with a recent rdma-core) or
 //!   `RDMAV_FORK_SAFE=1`; EFA providers abort on such a fork. There, check with your site.
+//! - **Lifetimes.** A `Cluster` holds a duplicate of the communicator: drop it before the
+//!   `Universe` (declare it after), as any rsmpi communicator.
 //! - **Threading.** MPI must be initialised with
 //!   `mpi::initialize_with_threading(Threading::Multiple)` (or `Serialized`): the link
 //!   thread makes every MPI call of a cluster call while the calling thread makes none.
