@@ -187,6 +187,10 @@ fn two_and_three_ranks_match_a_sequential_run() {
         expect_ok(&ran, "compare ok", np);
         eprintln!("-np {np}: {:.1} s\n{}", ran.took.as_secs_f64(), ran.out);
     }
+    // The path between nodes without RDMA: TCP only, no shared-memory transport.
+    let test = "two_and_three_ranks_match_a_sequential_run";
+    let ran = launch(Some(2), test, "compare", &[("OMPI_MCA_btl", "tcp,self")]);
+    expect_ok(&ran, "compare ok", 2);
 }
 
 #[test]
