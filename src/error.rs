@@ -2,7 +2,11 @@
 
 use std::io;
 
+use serde::{Deserialize, Serialize};
+
 pub use crate::sys::ExitKind;
+
+mod wire;
 
 /// Everything that can go wrong in forkmap. Variants about a task carry its index (the
 /// value from `indices`), its position in `indices`, and the worker and pid that ran it.
@@ -11,7 +15,38 @@ pub use crate::sys::ExitKind;
 /// reason (`could not read or write nope.txt: No such file or directory (os error 2)`)
 /// and also return it from [`source`](std::error::Error::source), so a reporter that
 /// walks the chain shows it again.
-#[derive(Debug, thiserror::Error)]
+///
+/// # Across the process boundary
+///
+/// `Error` is `Serialize` and `Deserialize`, so a task can return forkmap's own errors
+/// (`Result<T, forkmap::Error>`, from [`text::load_shared`](crate::text::load_shared),
+/// [`npy::read_shared`](crate::npy::read_shared) and the like) and the caller gets each back as the
+/// worker made it: the same message, the same fields and
+/// [`task_index`](Error::task_index). The `io::Error` of `Fork`, `Shm` and `Io` is
+/// rebuilt from the OS's error number, so its `raw_os_error()`, `kind()` and words
+/// (`No such file or directory (os error 2)`) are the OS's own and `source()` still
+/// returns it; an `io::Error` without a number (made with `io::Error::new`) keeps its
+/// kind and message, and the error it wrapped stays behind. Paths travel as bytes, so a
+/// name that is not UTF-8 arrives unchanged. The encoding needs no self-describing format
+/// (the result channel's postcard is not one); it is meant for processes of the same
+/// program, not for storage.
+///
+/// ```
+/// use forkmap::{Error, Pool};
+///
+/// let files = ["/no/such/dir/a.txt", "/no/such/dir/b.txt"];
+/// let loaded: Vec<Result<usize, Error>> = Pool::new()
+///     .workers(2)
+///     .progress(false)
+///     .map(0..files.len(), |i| Ok(forkmap::records::load(files[i])?.len()))?;
+/// for result in &loaded {
+///     let err = result.as_ref().unwrap_err();
+///     assert!(err.to_string().ends_with("No such file or directory (os error 2)"));
+///     assert!(matches!(err, Error::Io { source, .. } if source.raw_os_error() == Some(2)));
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// A task panicked in its worker.
@@ -122,6 +157,7 @@ pub enum Error {
         worker: usize,
         /// The OS error.
         #[source]
+        #[serde(with = "wire::io_error")]
         source: io::Error,
     },
     /// Talking to a worker over its channel failed.
@@ -139,9 +175,13 @@ pub enum Error {
         /// Which segment (its name, or a description of an anonymous one).
         segment: String,
         /// What was being done.
-        action: &'static str,
+        // `std::primitive::str`, not `str`: serde's derive would borrow a `&'static str`
+        // from the input and the error would not be `DeserializeOwned` (see wire.rs).
+        #[serde(with = "wire::static_str")]
+        action: &'static std::primitive::str,
         /// The OS error.
         #[source]
+        #[serde(with = "wire::io_error")]
         source: io::Error,
     },
     /// A `try_` lock call found the lock busy (see
@@ -151,7 +191,8 @@ pub enum Error {
         /// Which segment.
         segment: String,
         /// Why it would have to wait.
-        reason: &'static str,
+        #[serde(with = "wire::static_str")]
+        reason: &'static std::primitive::str,
     },
     /// A segment's header did not match what the caller asked for.
     #[error("shared memory segment {segment}: {message}")]
@@ -166,6 +207,7 @@ pub enum Error {
     #[error("{}:{line}:{column}: {message}", path.display())]
     Parse {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// The line, counting from 1.
         line: usize,
@@ -183,6 +225,7 @@ pub enum Error {
     )]
     LineTooLong {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// The line, counting from 1.
         line: usize,
@@ -194,9 +237,11 @@ pub enum Error {
     #[error("npy file {}: could not {action}: {message}", path.display())]
     Npy {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// What was being done.
-        action: &'static str,
+        #[serde(with = "wire::static_str")]
+        action: &'static std::primitive::str,
         /// What went wrong, with the file's and the type's dtypes where they differ.
         message: String,
     },
@@ -204,18 +249,22 @@ pub enum Error {
     #[error("could not read or write {}: {source}", path.display())]
     Io {
         /// The file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// The OS error.
         #[source]
+        #[serde(with = "wire::io_error")]
         source: io::Error,
     },
     /// The HDF5 library refused an operation (with the `hdf5` feature).
     #[error("hdf5 file {}: could not {action}: {message}", path.display())]
     Hdf5 {
         /// The HDF5 file.
+        #[serde(with = "wire::path")]
         path: std::path::PathBuf,
         /// What was being done.
-        action: &'static str,
+        #[serde(with = "wire::static_str")]
+        action: &'static std::primitive::str,
         /// The library's message.
         message: String,
     },

@@ -117,7 +117,7 @@ pub(crate) fn process_exists(pid: Pid) -> bool {
 }
 
 /// How a child process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitKind {
     /// It called `exit`/`_exit` with this code.
     Code(i32),

@@ -290,3 +290,161 @@ fn large_results_travel_in_a_file_and_arrive_whole() {
         assert!(v.iter().all(|&b| b == i as u8));
     }
 }
+
+/// A row for the files the next test's tasks load.
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable, forkmap::Row)]
+#[repr(C)]
+struct Point {
+    x: i32,
+    y: f32,
+}
+
+/// A task's own forkmap error (here from `text::load_shared` in the worker) comes back as
+/// it was made there: the same message, the same fields, and the OS's error number and
+/// words in its source.
+#[test]
+fn a_task_returns_forkmaps_own_errors_with_the_oss_reason() {
+    use std::error::Error as _;
+    use std::ffi::OsStr;
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::PathBuf;
+
+    use forkmap::text::{self, Format};
+
+    let _d = common::deadline(60);
+    let _s = common::serial();
+    let dir = std::env::temp_dir().join(format!(
+        "forkmap-result-path-errors-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bad.txt"), "1 2.5\n3 four\n").unwrap();
+    std::fs::write(dir.join("good.txt"), "1 2.5\n3 4.5\n").unwrap();
+    let files: Vec<PathBuf> = vec![
+        dir.join("missing.txt"),
+        dir.join(OsStr::from_bytes(b"caf\xe9-missing.txt")),
+        dir.clone(), // a directory: it opens, then reading it fails with EISDIR
+        dir.join("bad.txt"),
+        dir.join("good.txt"),
+    ];
+    let format = Format::whitespace();
+    // What the same calls say in the caller, word for word.
+    let here: Vec<String> = files[..4]
+        .iter()
+        .map(|f| {
+            text::load_shared::<Point>(f, &format)
+                .unwrap_err()
+                .to_string()
+        })
+        .collect();
+    let out = Pool::new()
+        .workers(2)
+        .chunk_size(1)
+        .progress(false)
+        .map(0..files.len(), |i| {
+            let loaded: Result<SharedArray<Point, Ix1>, Error> =
+                text::load_shared::<Point>(&files[i], &format);
+            (std::process::id(), loaded)
+        })
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(common::children().is_empty());
+    assert!(out.iter().all(|(pid, _)| *pid != std::process::id()));
+    let mut errors: Vec<Error> = Vec::new();
+    let mut arrays = Vec::new();
+    for (_, loaded) in out {
+        match loaded {
+            Ok(a) => arrays.push(a),
+            Err(e) => errors.push(e),
+        }
+    }
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    for (err, want) in errors.iter().zip(&here) {
+        assert_eq!(&err.to_string(), want);
+    }
+    let os = |err: &Error| {
+        let source = err.source().unwrap_or_else(|| panic!("{err}: no source"));
+        let source = source.downcast_ref::<io::Error>().expect("an io::Error");
+        (source.raw_os_error(), source.kind(), source.to_string())
+    };
+    // A missing file, named as it is, also when its name is not UTF-8.
+    for (err, file) in errors.iter().zip(&files[..2]) {
+        let Error::Io { path, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path, file);
+        assert!(
+            err.to_string()
+                .ends_with(": No such file or directory (os error 2)"),
+            "{err}"
+        );
+        let reason = "No such file or directory (os error 2)".to_string();
+        assert_eq!(
+            os(err),
+            (Some(libc::ENOENT), io::ErrorKind::NotFound, reason)
+        );
+    }
+    assert!(matches!(&errors[2], Error::Io { .. }), "{:?}", errors[2]);
+    assert_eq!(os(&errors[2]).0, Some(libc::EISDIR), "{}", errors[2]);
+    let Error::Parse { path, line, .. } = &errors[3] else {
+        panic!("{:?}", errors[3])
+    };
+    assert_eq!((path, *line), (&files[3], 2));
+    // The one that loaded arrived as a shared array.
+    assert_eq!(arrays.len(), 1);
+    assert_eq!(
+        arrays[0].read().to_vec(),
+        vec![Point { x: 1, y: 2.5 }, Point { x: 3, y: 4.5 }]
+    );
+}
+
+/// An error the coordinator refuses to decode (a description longer than forkmap keeps
+/// for `&'static str` fields) is that task's `ResultNotSent`, not a panic; the other
+/// tasks' errors and values arrive.
+#[test]
+fn an_error_too_odd_to_decode_is_its_tasks_failure_alone() {
+    let _d = common::deadline(60);
+    let _s = common::serial();
+    let out = Pool::new()
+        .workers(2)
+        .chunk_size(4)
+        .progress(false)
+        .map_results(0..4, |i| -> Result<usize, Error> {
+            match i {
+                1 => Err(Error::WouldBlock {
+                    segment: "s".into(),
+                    reason: Box::leak("x".repeat(1 << 20).into_boxed_str()),
+                }),
+                2 => Err(Error::WouldBlock {
+                    segment: "s".into(),
+                    reason: "a writer holds it",
+                }),
+                _ => Ok(i),
+            }
+        })
+        .unwrap();
+    for (i, r) in out.iter().enumerate() {
+        match (i, r) {
+            (
+                1,
+                Err(Error::ResultNotSent {
+                    index: 1, message, ..
+                }),
+            ) => {
+                assert!(message.contains("could not decode"), "{message}")
+            }
+            (2, Ok(Err(e @ Error::WouldBlock { reason, .. }))) => {
+                assert_eq!(*reason, "a writer holds it");
+                assert_eq!(
+                    e.to_string(),
+                    "shared memory segment s: the lock is busy: a writer holds it"
+                );
+            }
+            (0 | 3, Ok(Ok(v))) => assert_eq!(*v, i),
+            (_, r) => panic!("position {i}: {r:?}"),
+        }
+    }
+    assert!(common::children().is_empty());
+}

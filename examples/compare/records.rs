@@ -133,36 +133,41 @@ mod with_hdf5 {
         rows: usize,
     }
 
-    /// forkmap: load in the workers, hand the shared arrays to the parent, write there.
+    /// forkmap: load in the workers, hand each shared array to the parent as soon as it is
+    /// filled (`imap_unordered`), and write it there while the other files still load.
     fn forkmap_once(inputs: &[PathBuf], out: &Path, workers: usize) -> Result<Split, String> {
         let began = wall_clock();
-        let loaded: Vec<Result<Loaded, String>> = Pool::new()
-            .workers(workers)
-            .chunk_size(1)
-            .progress(false)
-            .map(0..inputs.len(), |i| {
+        let pool = Pool::new().workers(workers).chunk_size(1).progress(false);
+        let arrivals = pool
+            .imap_unordered(0..inputs.len(), |i| -> Result<Loaded, forkmap::Error> {
                 let t = Instant::now();
-                let array = text::load_shared::<Methylation>(&inputs[i], &Format::whitespace())
-                    .map_err(|e| e.to_string())?;
+                let array = text::load_shared::<Methylation>(&inputs[i], &Format::whitespace())?;
                 Ok((array, t.elapsed().as_secs_f64(), wall_clock()))
             })
             .map_err(|e| e.to_string())?;
-        let received = wall_clock();
-        let (mut arrays, mut parse, mut last_done) = (Vec::new(), 0.0, began);
-        for (file, result) in inputs.iter().zip(loaded) {
-            let (array, secs, done) = result.map_err(|e| format!("{}: {e}", file.display()))?;
+        let writer = Writer::create(out).map_err(|e| e.to_string())?;
+        let (mut rows, mut parse, mut last_done, mut handoff, mut write) =
+            (0, 0.0, began, 0.0f64, 0.0);
+        for done in arrivals {
+            let file = &inputs[done.position];
+            let loaded = done.result.and_then(|r| r);
+            let (array, secs, filled) = loaded.map_err(|e| format!("{}: {e}", file.display()))?;
+            handoff = handoff.max((wall_clock() - filled).max(0.0));
             parse += secs;
-            last_done = last_done.max(done);
-            arrays.push(array);
+            last_done = last_done.max(filled);
+            let t = Instant::now();
+            let g = array.read();
+            rows += g.len();
+            writer
+                .write(&dataset_name(file), g.view())
+                .map_err(|e| e.to_string())?;
+            write += t.elapsed().as_secs_f64();
         }
-        let t = Instant::now();
-        let rows = write(out, inputs, arrays.iter().map(|a| a.read()), |g| g.view())?;
-        let write = t.elapsed().as_secs_f64();
-        drop(arrays);
+        writer.close().map_err(|e| e.to_string())?;
         Ok(Split {
             rows,
             load: last_done - began,
-            handoff: Some((received - last_done).max(0.0)),
+            handoff: Some(handoff),
             write,
             parse,
         })
@@ -201,15 +206,20 @@ mod with_hdf5 {
         let writer = Writer::create(out).map_err(|e| e.to_string())?;
         let mut rows = 0;
         for (file, a) in inputs.iter().zip(arrays) {
-            let name = file
-                .file_stem()
-                .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
             let rows_of = view(&a);
             rows += rows_of.len();
-            writer.write(&name, rows_of).map_err(|e| e.to_string())?;
+            writer
+                .write(&dataset_name(file), rows_of)
+                .map_err(|e| e.to_string())?;
         }
         writer.close().map_err(|e| e.to_string())?;
         Ok(rows)
+    }
+
+    /// The dataset of an input file: its stem, as the Python peers name it.
+    fn dataset_name(file: &Path) -> String {
+        file.file_stem()
+            .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned())
     }
 
     /// Makes the input files of (f) that do not exist yet (`records::write_sample`, seed

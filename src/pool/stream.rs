@@ -52,6 +52,8 @@ struct Stream<'c, J, K> {
     call: Option<Call<K>>,
     window: usize,
     last_poll: u64,
+    /// `!Send`: the workers die with the thread that forked them.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl<'c, J: Job, K: super::call::Sink<J::Out>> Stream<'c, J, K>
@@ -71,6 +73,7 @@ where
                 call: None,
                 window: 0,
                 last_poll: 0,
+                _thread: std::marker::PhantomData,
             });
         }
         let team = holder.team();
@@ -87,6 +90,7 @@ where
             call: Some(call),
             window,
             last_poll: sys::monotonic_coarse_ns(),
+            _thread: std::marker::PhantomData,
         })
     }
 
@@ -167,7 +171,8 @@ impl<J, K> Drop for Stream<'_, J, K> {
 }
 
 /// The iterator of [`Pool::imap`] and [`Crew::imap`](super::Crew::imap): each task's
-/// `Result`, in the order of `indices`.
+/// `Result`, in the order of `indices`. `!Send`, like a [`Crew`](super::Crew): its workers
+/// die with the thread that forked them.
 pub struct Imap<'c, J: Job> {
     stream: Stream<'c, J, Window<J::Out>>,
 }
