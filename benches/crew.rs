@@ -4,14 +4,14 @@
 //! 0 to 4 GiB and 1 to 8 workers (issue 9, items 2 and 10).
 //!
 //! ```text
-//! cargo bench --bench crew                        # 0, 1, 2, 4 GiB x 1, 2, 4, 8 workers, 8 calls each
-//! cargo bench --bench crew -- --quick             # 0 and 1 GiB x 1 and 2 workers, 4 calls each
+//! cargo bench --bench crew                        # 0, 1, 2, 4 GiB x 1, 2, 4, 8 workers, 3 rounds
+//! cargo bench --bench crew -- --quick             # 0 and 1 GiB x 1 and 2 workers, 1 round
 //! cargo bench --bench crew -- --heaps 4 --workers 2 --calls 20
 //! ```
 //!
 //! Every heap size runs in child processes of this program (`--child`), so that the heap
 //! is the caller's own and the tunable, which glibc reads at start, applies: one child
-//! without the tunable and one with it, alternating, `--rounds` times (2 by default). A
+//! without the tunable and one with it, alternating, `--rounds` times (3 by default). A
 //! child allocates the heap with `malloc` (`Vec`s of 256 MiB, every page written, so it is
 //! resident), then for each worker count makes a crew, times its first call (spawn
 //! included) and then alternates forking maps and crew calls, 256 trivial tasks each.
@@ -55,8 +55,8 @@ impl Args {
             Args {
                 heaps: vec![0, 1, 2, 4],
                 workers: vec![1, 2, 4, 8],
-                calls: 8,
-                rounds: 2,
+                calls: 6,
+                rounds: 3,
             }
         };
         let list = |s: &str| -> Vec<usize> {

@@ -8,6 +8,7 @@
 //! cargo bench --bench stream                 # 2,000,000 tasks, 2 workers, 5 rounds
 //! cargo bench --bench stream -- --quick      # 200,000 tasks, 2 rounds
 //! cargo bench --bench stream -- --tasks 500000 --workers 2 --rounds 3
+//! cargo bench --bench stream -- --tasks 20000000 --payload 1   # the coordinator's cost per task
 //! ```
 //!
 //! Every run of a variant is a child process of this program (`--child`), whose peak
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use forkmap::Pool;
 
-/// Bytes per result.
+/// Bytes per result, unless `--payload` says otherwise.
 const PAYLOAD: usize = 1024;
 /// Tasks per call of the crew variant.
 const CHUNK: usize = 16_384;
@@ -35,10 +36,6 @@ const VARIANTS: [(&str, &str); 4] = [
     ("crew_chunks", "`Crew::map` over chunks of 16,384 tasks"),
 ];
 
-fn task(i: usize) -> Vec<u8> {
-    vec![i as u8; PAYLOAD]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "--child") {
@@ -46,10 +43,10 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let (mut tasks, mut workers, mut rounds) = if quick {
-        (200_000, 2, 2)
+    let (mut tasks, mut workers, mut rounds, mut payload) = if quick {
+        (200_000, 2, 2, PAYLOAD)
     } else {
-        (2_000_000, 2, 5)
+        (2_000_000, 2, 5, PAYLOAD)
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -61,16 +58,18 @@ fn main() {
             "--tasks" => tasks = value(),
             "--workers" => workers = value(),
             "--rounds" => rounds = value(),
+            "--payload" => payload = value(),
             _ => {}
         }
     }
-    print_machine(tasks, workers, rounds);
+    assert!(payload > 0, "--payload must be at least 1");
+    print_machine(tasks, workers, rounds, payload);
     let mut secs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut hwm: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for round in 0..rounds {
         for k in 0..VARIANTS.len() {
             let (name, _) = VARIANTS[(k + round) % VARIANTS.len()];
-            let (s, kb) = run_child(name, tasks, workers);
+            let (s, kb) = run_child(name, [tasks, workers, payload]);
             secs.entry(name).or_default().push(s);
             hwm.entry(name).or_default().push(kb);
         }
@@ -91,7 +90,7 @@ fn main() {
             m,
             s.iter().copied().fold(f64::INFINITY, f64::min),
             tasks as f64 / m,
-            (tasks * PAYLOAD) as f64 / 1e6 / m,
+            (tasks * payload) as f64 / 1e6 / m,
             m / map,
             hs[hs.len() / 2] as f64 / 1e3,
             hs[hs.len() - 1] as f64 / 1e3,
@@ -102,7 +101,7 @@ fn main() {
     );
 }
 
-fn print_machine(tasks: usize, workers: usize, rounds: usize) {
+fn print_machine(tasks: usize, workers: usize, rounds: usize, payload: usize) {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
         .lines()
@@ -118,16 +117,18 @@ fn print_machine(tasks: usize, workers: usize, rounds: usize) {
         read("/proc/sys/kernel/osrelease").trim()
     );
     println!(
-        "{tasks} tasks x {PAYLOAD} B ({:.0} MB of results), {workers} workers, {rounds} rounds\n",
-        (tasks * PAYLOAD) as f64 / 1e6
+        "{tasks} tasks x {payload} B ({:.0} MB of results), {workers} workers, {rounds} rounds\n",
+        (tasks * payload) as f64 / 1e6
     );
 }
 
-/// Runs one variant in a child; its time in seconds and its peak RSS in kB.
-fn run_child(name: &str, tasks: usize, workers: usize) -> (f64, u64) {
+/// Runs one variant in a child (tasks, workers, payload); its time in seconds and its
+/// peak RSS in kB.
+fn run_child(name: &str, numbers: [usize; 3]) -> (f64, u64) {
     let exe = std::env::current_exe().expect("this program's path");
     let out = Command::new(exe)
-        .args(["--child", name, &tasks.to_string(), &workers.to_string()])
+        .args(["--child", name])
+        .args(numbers.map(|n| n.to_string()))
         .output()
         .expect("start the child");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -144,15 +145,18 @@ fn run_child(name: &str, tasks: usize, workers: usize) -> (f64, u64) {
     }
 }
 
-/// `--child VARIANT TASKS WORKERS`: one call, then its time and this process's peak RSS.
+/// `--child VARIANT TASKS WORKERS PAYLOAD`: one call, then its time and this process's
+/// peak RSS.
 fn child(args: &[String]) {
     let name = args[0].as_str();
     let tasks: usize = args[1].parse().expect("tasks");
     let workers: usize = args[2].parse().expect("workers");
+    let payload: usize = args[3].parse().expect("payload");
+    let task = move |i: usize| vec![i as u8; payload];
     let pool = Pool::new().workers(workers).progress(false);
     let want: u64 = (0..tasks).map(|i| u64::from(i as u8)).sum();
     let byte = |v: &[u8]| {
-        assert_eq!(v.len(), PAYLOAD, "a result of the wrong size");
+        assert_eq!(v.len(), payload, "a result of the wrong size");
         u64::from(v[0])
     };
     let t = Instant::now();
