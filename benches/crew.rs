@@ -1,7 +1,8 @@
 //! What a call costs when the caller has a big private heap: a forking `Pool::map` (fork
 //! the workers, run, reap them) against a call on a `Crew` forked once (`Pool::spawn`),
-//! and the forking map again under `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, for a heap of
-//! 0 to 4 GiB and 1 to 8 workers (issue 9, items 2 and 10).
+//! and the forking map again under `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` and with the
+//! same amount of memory in a `SharedArray` instead of the heap, for 0 to 4 GiB and 1 to 8
+//! workers (issue 9, items 2 and 10).
 //!
 //! ```text
 //! cargo bench --bench crew                        # 0, 1, 2, 4 GiB x 1, 2, 4, 8 workers, 3 rounds
@@ -9,15 +10,16 @@
 //! cargo bench --bench crew -- --heaps 4 --workers 2 --calls 20
 //! ```
 //!
-//! Every heap size runs in child processes of this program (`--child`), so that the heap
-//! is the caller's own and the tunable, which glibc reads at start, applies: one child
-//! without the tunable and one with it, alternating, `--rounds` times (3 by default). A
-//! child allocates the heap with `malloc` (`Vec`s of 256 MiB, every page written, so it is
-//! resident), then for each worker count makes a crew, times its first call (spawn
-//! included) and then alternates forking maps and crew calls, 256 trivial tasks each.
-//! Times are medians over every call of every round; ratios are taken within one run, as
-//! the machine is shared. The child says how much of its heap the kernel backed with
-//! transparent huge pages (`AnonHugePages`): the tunable only helps where
+//! Every size runs in child processes of this program (`--child`), so that the heap is the
+//! caller's own and the tunable, which glibc reads at start, applies: one child per way of
+//! holding the memory (heap, heap with the tunable, `SharedArray`), in an order that
+//! rotates, `--rounds` times (3 by default). A child allocates the heap with `malloc`
+//! (`Vec`s of 256 MiB, every page written, so it is resident) or fills a `SharedArray`,
+//! then for each worker count makes a crew, times its first call (spawn included) and then
+//! alternates forking maps and crew calls, 256 trivial tasks each. Times are medians over
+//! every call of every round; ratios are taken within one run, as the machine is shared.
+//! The child says how much of its heap the kernel backed with transparent huge pages
+//! (`AnonHugePages`): the tunable only helps where
 //! `/sys/kernel/mm/transparent_hugepage/enabled` is `always` or `madvise`.
 
 use std::collections::BTreeMap;
@@ -25,7 +27,8 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
 
-use forkmap::Pool;
+use forkmap::ndarray::Ix1;
+use forkmap::{Pool, SharedArray};
 
 /// Tasks per call: trivial ones, enough for every worker to get some.
 const TASKS: usize = 256;
@@ -79,6 +82,29 @@ impl Args {
     }
 }
 
+/// How the child holds its memory.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Mode {
+    /// `malloc`ed and written: private to the process, copied on write.
+    Heap,
+    /// The same under `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`.
+    Huge,
+    /// A `SharedArray`: a shared mapping.
+    Shared,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Heap, Mode::Huge, Mode::Shared];
+
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Heap => "heap",
+            Mode::Huge => "huge",
+            Mode::Shared => "shared",
+        }
+    }
+}
+
 /// Which call a time is for.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Kind {
@@ -117,38 +143,33 @@ fn main() {
     }
     let args = Args::parse(&args);
     print_machine();
-    // (heap, tunable, workers, kind) -> seconds
-    let mut times: BTreeMap<(usize, bool, usize, Kind), Vec<f64>> = BTreeMap::new();
-    let mut huge: BTreeMap<(usize, bool), u64> = BTreeMap::new();
+    // (size, mode, workers, kind) -> seconds
+    let mut times: BTreeMap<(usize, Mode, usize, Kind), Vec<f64>> = BTreeMap::new();
+    let mut huge: BTreeMap<(usize, Mode), u64> = BTreeMap::new();
     let mut restarts: BTreeMap<usize, usize> = BTreeMap::new();
     for &heap in &args.heaps {
         for round in 0..args.rounds {
-            // Alternate which of the two goes first.
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for tunable in order {
-                let mut out = run_child(heap, tunable, &args);
+            for k in 0..Mode::ALL.len() {
+                let mode = Mode::ALL[(k + round) % Mode::ALL.len()];
+                let mut out = run_child(heap, mode, &args);
                 // A child in which glibc ignored the tunable says so: start another.
                 for _ in 0..20 {
                     if !out.starts_with("no_thp") {
                         break;
                     }
                     *restarts.entry(heap).or_default() += 1;
-                    out = run_child(heap, tunable, &args);
+                    out = run_child(heap, mode, &args);
                 }
                 assert!(!out.starts_with("no_thp"), "glibc never applied {TUNABLE}");
                 for line in out.lines() {
                     let f: Vec<&str> = line.split_whitespace().collect();
                     match f.as_slice() {
                         ["time", w, kind, secs] => times
-                            .entry((heap, tunable, w.parse().unwrap(), Kind::parse(kind)))
+                            .entry((heap, mode, w.parse().unwrap(), Kind::parse(kind)))
                             .or_default()
                             .push(secs.parse().unwrap()),
                         ["huge_kb", kb] => {
-                            huge.insert((heap, tunable), kb.parse().unwrap());
+                            huge.insert((heap, mode), kb.parse().unwrap());
                         }
                         _ => {}
                     }
@@ -186,14 +207,15 @@ fn print_machine() {
 }
 
 /// Runs one child for `heap` GiB and returns what it printed.
-fn run_child(heap: usize, tunable: bool, args: &Args) -> String {
+fn run_child(heap: usize, mode: Mode, args: &Args) -> String {
     let exe = std::env::current_exe().expect("this program's path");
     let mut cmd = Command::new(exe);
     cmd.arg("--child")
+        .arg(mode.arg())
         .arg(heap.to_string())
         .arg(args.calls.to_string())
         .args(args.workers.iter().map(usize::to_string));
-    if tunable {
+    if mode == Mode::Huge {
         let env = match std::env::var("GLIBC_TUNABLES") {
             Ok(old) if !old.is_empty() => format!("{old}:{TUNABLE}"),
             _ => TUNABLE.to_string(),
@@ -206,19 +228,28 @@ fn run_child(heap: usize, tunable: bool, args: &Args) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "child for {heap} GiB (tunable {tunable}) failed: {}\n{text}{}",
+        "child for {heap} GiB ({mode:?}) failed: {}\n{text}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     text
 }
 
-/// `--child HEAP_GIB CALLS WORKERS...`: allocates the heap, then times the calls.
+/// `--child heap|huge|shared GIB CALLS WORKERS...`: allocates the memory, then times the
+/// calls.
 fn child(args: &[String]) {
-    let n: Vec<usize> = args.iter().map(|a| a.parse().expect("number")).collect();
+    let shared = args[0] == "shared";
+    let n: Vec<usize> = args[1..]
+        .iter()
+        .map(|a| a.parse().expect("number"))
+        .collect();
     let (heap_gib, calls, worker_counts) = (n[0], n[1], &n[2..]);
     let tunable = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(TUNABLE));
-    let blocks = heap_gib * ((1 << 30) / BLOCK);
+    let blocks = if shared {
+        0
+    } else {
+        heap_gib * ((1 << 30) / BLOCK)
+    };
     // `vec![1; n]` writes every byte: the heap is resident, and private to this process.
     let mut heap: Vec<Vec<u8>> = Vec::with_capacity(blocks);
     for b in 0..blocks {
@@ -230,6 +261,13 @@ fn child(args: &[String]) {
             return;
         }
     }
+    let array = shared
+        .then(|| {
+            let a = SharedArray::<u8, Ix1>::zeros(heap_gib << 30).expect("shared array");
+            a.write().fill(1);
+            a
+        })
+        .filter(|_| heap_gib > 0);
     println!("huge_kb {}", smaps_field("AnonHugePages:"));
     for &w in worker_counts {
         let pool = Pool::new().workers(w).progress(false);
@@ -256,7 +294,7 @@ fn child(args: &[String]) {
         }
         assert_eq!(crew.forks(), w as u64, "the crew forked again");
     }
-    black_box(&heap);
+    black_box((&heap, &array));
 }
 
 /// A field of `/proc/self/smaps_rollup`, in kB.
@@ -289,45 +327,47 @@ fn ms(secs: f64) -> String {
 
 fn report(
     args: &Args,
-    times: &BTreeMap<(usize, bool, usize, Kind), Vec<f64>>,
-    huge: &BTreeMap<(usize, bool), u64>,
+    times: &BTreeMap<(usize, Mode, usize, Kind), Vec<f64>>,
+    huge: &BTreeMap<(usize, Mode), u64>,
     restarts: &BTreeMap<usize, usize>,
 ) {
     for &heap in &args.heaps {
-        let kb = |t| huge.get(&(heap, t)).copied().unwrap_or(0);
+        let mib = |m| huge.get(&(heap, m)).copied().unwrap_or(0) / 1024;
         println!(
-            "heap {heap} GiB: AnonHugePages {} MiB without the tunable, {} MiB with it \
+            "{heap} GiB: AnonHugePages {} MiB without the tunable, {} MiB with it \
              (children restarted because glibc ignored the tunable: {})",
-            kb(false) / 1024,
-            kb(true) / 1024,
+            mib(Mode::Heap),
+            mib(Mode::Huge),
             restarts.get(&heap).copied().unwrap_or(0)
         );
     }
     println!(
-        "\n| heap | workers | forking `map` | forking `map`, hugetlb=1 | crew: spawn + first call \
+        "\n| memory | workers | forking `map` | forking `map`, hugetlb=1 \
+         | forking `map`, memory in a `SharedArray` | crew: spawn + first call \
          | crew call after the first | forking / crew | hugetlb forking / crew |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &heap in &args.heaps {
         for &w in &args.workers {
-            let m = |tunable: bool, kind: Kind| {
+            let m = |mode: Mode, kind: Kind| {
                 times
-                    .get(&(heap, tunable, w, kind))
+                    .get(&(heap, mode, w, kind))
                     .map_or(f64::NAN, |v| median(v))
             };
-            // Crew calls from both children: the tunable does not change them.
-            let crew_all: Vec<f64> = [false, true]
+            // Crew calls of both heap children: the tunable does not change them.
+            let crew_all: Vec<f64> = [Mode::Heap, Mode::Huge]
                 .iter()
-                .flat_map(|&t| times.get(&(heap, t, w, Kind::Crew)).into_iter().flatten())
+                .flat_map(|&m| times.get(&(heap, m, w, Kind::Crew)).into_iter().flatten())
                 .copied()
                 .collect();
             let crew = median(&crew_all);
-            let (fork, fork_huge) = (m(false, Kind::Forking), m(true, Kind::Forking));
+            let (fork, fork_huge) = (m(Mode::Heap, Kind::Forking), m(Mode::Huge, Kind::Forking));
             println!(
-                "| {heap} GiB | {w} | {} | {} | {} | {} | {:.0}x | {:.0}x |",
+                "| {heap} GiB | {w} | {} | {} | {} | {} | {} | {:.0}x | {:.0}x |",
                 ms(fork),
                 ms(fork_huge),
-                ms(m(false, Kind::CrewFirst)),
+                ms(m(Mode::Shared, Kind::Forking)),
+                ms(m(Mode::Heap, Kind::CrewFirst)),
                 ms(crew),
                 fork / crew,
                 fork_huge / crew
@@ -336,7 +376,9 @@ fn report(
     }
     let calls = args.calls * args.rounds;
     println!(
-        "\n{calls} forking calls per cell and tunable setting, {} crew calls per cell",
-        2 * calls
+        "\n{calls} forking calls per cell and column, {} crew calls per cell (from the heap \
+         children, with and without the tunable); {} first calls per cell",
+        2 * calls,
+        args.rounds
     );
 }
