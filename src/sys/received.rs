@@ -58,6 +58,7 @@ impl ReceivedFile {
             pos: 0,
             released: 0,
             pinned: usize::MAX,
+            next_release: STEP,
             release: &release,
             _lent: PhantomData,
         };
@@ -75,6 +76,9 @@ struct Draining<'de> {
     released: usize,
     /// The first byte lent out for `'de`; nothing from here on is given back.
     pinned: usize,
+    /// `pop` looks at giving pages back only once `pos` reaches this (`usize::MAX`: never
+    /// again), so a byte costs a comparison rather than a call.
+    next_release: usize,
     /// Gives back `n` bytes from `at` (relative to `base`).
     release: &'de dyn Fn(usize, usize),
     _lent: PhantomData<&'de [u8]>,
@@ -82,12 +86,24 @@ struct Draining<'de> {
 
 impl Draining<'_> {
     /// Gives back whole pages before `upto` (and before any lent slice).
+    #[cold]
     fn release_before(&mut self, upto: usize) {
         let limit = upto.min(self.pinned) / PAGE * PAGE;
         if limit >= self.released + STEP {
             (self.release)(self.released, limit - self.released);
             self.released = limit;
         }
+        self.plan_release();
+    }
+
+    /// Where `pop` next looks at giving pages back: a step past the last release, unless
+    /// a lent slice keeps everything up to there.
+    fn plan_release(&mut self) {
+        let next = self.released + STEP;
+        self.next_release = match self.pinned / PAGE * PAGE >= next {
+            true => next,
+            false => usize::MAX,
+        };
     }
 
     fn take(&mut self, ct: usize) -> postcard::Result<usize> {
@@ -102,11 +118,19 @@ impl<'de> Flavor<'de> for Draining<'de> {
     type Remainder = ();
     type Source = ();
 
+    #[inline]
     fn pop(&mut self) -> postcard::Result<u8> {
-        let at = self.take(1)?;
-        // SAFETY: at < len, inside the mapping, and not given back yet (released <= at).
+        let at = self.pos;
+        if at >= self.len {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        // SAFETY: at < len, inside the mapping, and not given back yet (pages are given
+        // back only before `pos`, and released <= at).
         let b = unsafe { self.base.add(at).read() };
-        self.release_before(self.pos);
+        self.pos = at + 1;
+        if self.pos >= self.next_release {
+            self.release_before(self.pos);
+        }
         Ok(b)
     }
 
@@ -117,6 +141,7 @@ impl<'de> Flavor<'de> for Draining<'de> {
     fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
         let start = self.take(ct)?;
         self.pinned = self.pinned.min(start);
+        self.plan_release();
         // SAFETY: start..start + ct is inside the mapping, which outlives 'de; it is
         // pinned from now on, so never given back while the slice may live.
         Ok(unsafe { std::slice::from_raw_parts(self.base.add(start), ct) })
@@ -183,6 +208,7 @@ mod tests {
             pos: 0,
             released: 0,
             pinned: usize::MAX,
+            next_release: STEP,
             release: &release,
             _lent: PhantomData,
         };
