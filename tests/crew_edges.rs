@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use forkmap::ndarray::Ix1;
@@ -286,4 +287,375 @@ fn a_memory_cap_retires_workers_in_the_middle_of_an_unordered_stream() {
     let retired = crew.retirements();
     assert!(retired.len() >= 4, "{retired:?}");
     assert!(retired.iter().all(|r| r.rss.is_some_and(|b| b > 150 * MB as u64)));
+}
+
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count(_: libc::c_int) {
+    HANDLED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Sends SIGTERM to this process once `started[0]` is set (a task is running).
+fn terminate_when_started(started: &SharedArray<u32, Ix1>) {
+    assert!(common::wait_until(30, || started.read()[0] > 0));
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+}
+
+#[test]
+fn a_crew_interrupted_during_a_call_runs_the_next_one_exactly() {
+    if common::role().as_deref() == Some("interrupted") {
+        let _d = common::deadline(60);
+        // SAFETY: installs an async-signal-safe handler (one atomic add).
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                count as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+        let started = SharedArray::<u32, Ix1>::zeros(1).unwrap();
+        let mut crew = pool(2)
+            .spawn(|i| {
+                if i >= 1000 {
+                    started.write()[0] = 1;
+                    std::thread::sleep(Duration::from_secs(60));
+                }
+                i
+            })
+            .unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| terminate_when_started(&started));
+            let err = crew.map(1000..1004).unwrap_err();
+            assert!(matches!(err, Error::Interrupted { signal: libc::SIGTERM, .. }), "{err}");
+        });
+        // Delivered again, once, to the program's handler when the call let go.
+        assert_eq!(HANDLED.load(Ordering::SeqCst), 1);
+        assert_eq!(crew.map(0..50).unwrap(), (0..50).collect::<Vec<_>>());
+        // The same while a stream waits for its first item: its last item is the interrupt.
+        started.write()[0] = 0;
+        std::thread::scope(|s| {
+            s.spawn(|| terminate_when_started(&started));
+            let mut it = crew.imap(1000..1004).unwrap();
+            let first = it.next().unwrap();
+            assert!(matches!(first, Err(Error::Interrupted { signal: libc::SIGTERM, .. })), "{first:?}");
+            assert!(it.next().is_none());
+        });
+        assert_eq!(HANDLED.load(Ordering::SeqCst), 2);
+        let got: Vec<usize> = crew.imap_unordered(0..30).unwrap().map(|d| d.result.unwrap()).collect();
+        assert_eq!(got.len(), 30);
+        assert_eq!(crew.map(0..50).unwrap(), (0..50).collect::<Vec<_>>());
+        assert_eq!(common::children().len(), 2);
+        drop(crew);
+        assert!(common::wait_until(10, || common::children().is_empty()));
+        return;
+    }
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut child = common::rerun(
+        "a_crew_interrupted_during_a_call_runs_the_next_one_exactly",
+        "interrupted",
+        &[],
+    );
+    let status = common::wait_child(&mut child, 90);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn imap_with_chunks_larger_than_its_window_stays_in_the_window() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    const N: usize = 3000;
+    const WINDOW: usize = 10;
+    let started = SharedArray::<u8, _>::zeros(N).unwrap();
+    let it = pool(2)
+        .chunk_size(1000)
+        .lookahead(WINDOW)
+        .imap(0..N, |i| {
+            started.write()[i] = 1;
+            i
+        })
+        .unwrap();
+    for (k, r) in it.enumerate() {
+        assert_eq!(r.unwrap(), k);
+        if k % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let furthest = started.read().iter().rposition(|&s| s == 1).unwrap();
+        assert!(furthest <= k + WINDOW, "task {furthest} ran with the consumer at {k}");
+    }
+}
+
+#[test]
+fn a_stream_where_every_task_panics_names_each_and_the_crew_goes_on() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut crew = pool(2)
+        .spawn(|i| {
+            assert!(i >= 1000, "task {i} fails");
+            i
+        })
+        .unwrap();
+    let out: Vec<Result<usize, Error>> = crew.imap(0..300).unwrap().collect();
+    assert_eq!(out.len(), 300);
+    for (k, r) in out.iter().enumerate() {
+        match r {
+            Err(Error::TaskPanicked { index, position, message, .. }) => {
+                assert_eq!((*index, *position), (k, k));
+                assert!(message.contains(&format!("task {k} fails")), "{message}");
+            }
+            other => panic!("position {k}: {other:?}"),
+        }
+    }
+    let mut failed = 0;
+    for done in crew.imap_unordered(0..100).unwrap() {
+        assert!(matches!(done.result, Err(Error::TaskPanicked { index, .. }) if index == done.index));
+        failed += 1;
+    }
+    assert_eq!(failed, 100);
+    assert_eq!(crew.map(1000..1010).unwrap(), (1000..1010).collect::<Vec<_>>());
+    assert_eq!(crew.forks(), 2, "a panic is not a death");
+}
+
+#[test]
+fn dropped_unordered_streams_leave_nothing_for_the_next_calls() {
+    let _d = common::deadline(180);
+    let _s = common::serial();
+    let mut crew = pool(3)
+        .lookahead(64)
+        .spawn(|i| {
+            if i % 7 == 0 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            i * 2
+        })
+        .unwrap();
+    let rounds = if std::env::var("FORKMAP_STRESS").is_ok() { 200 } else { 30 };
+    for round in 0..rounds {
+        // Each call's indices are its own: a value from another call would show.
+        let base = round * 1_000_000;
+        let mut it = crew.imap_unordered(base..base + 500).unwrap();
+        for _ in 0..1 + round % 5 {
+            let done = it.next().unwrap();
+            assert_eq!(done.result.unwrap(), done.index * 2);
+        }
+        drop(it);
+        let next = base + 500_000;
+        let mut seen = HashSet::new();
+        for done in crew.imap_unordered(next..next + 200).unwrap() {
+            let v = done.result.unwrap();
+            assert_eq!(done.index, next + done.position, "round {round}");
+            assert_eq!(v, done.index * 2, "round {round}: a stale result");
+            assert!(seen.insert(done.position));
+        }
+        assert_eq!(seen.len(), 200);
+        let out = crew.map(next..next + 50).unwrap();
+        assert!(out.iter().enumerate().all(|(k, &v)| v == (next + k) * 2), "round {round}");
+    }
+    assert!(common::children().len() <= 3);
+}
+
+#[test]
+fn results_past_a_mebibyte_stream_through_memory_files() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    const MB: usize = 1 << 20;
+    let mut crew = pool(2).spawn(|i| vec![(i % 256) as u8; 3 * MB + i]).unwrap();
+    let _ = crew.map(0..2).unwrap();
+    let fds = common::open_fds();
+    for (k, r) in crew.imap(0..12).unwrap().enumerate() {
+        let v = r.unwrap();
+        assert_eq!(v.len(), 3 * MB + k);
+        assert!(v.iter().all(|&b| b == (k % 256) as u8));
+    }
+    let mut n = 0;
+    for done in crew.imap_unordered(0..12).unwrap() {
+        assert_eq!(done.result.unwrap().len(), 3 * MB + done.index);
+        n += 1;
+    }
+    assert_eq!(n, 12);
+    assert_eq!(common::open_fds(), fds, "payload files leaked");
+}
+
+#[test]
+fn shared_arrays_cross_over_in_unordered_streams_and_folds() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let _ = pool(2).map(0..2, |i| i).unwrap();
+    let fds = common::open_fds();
+    let shm = common::shm_entries();
+    {
+        let mut crew = pool(2)
+            .spawn(|i| {
+                let a = SharedArray::<u32, Ix1>::zeros(i + 1).unwrap();
+                a.write().fill(i as u32);
+                (i, a)
+            })
+            .unwrap();
+        let mut kept = Vec::new();
+        for done in crew.imap_unordered(0..40).unwrap() {
+            let (i, a) = done.result.unwrap();
+            assert_eq!(i, done.index);
+            assert_eq!(a.len(), i + 1);
+            assert!(a.read().iter().all(|&v| v == i as u32));
+            kept.push(a);
+        }
+        // They are the parent's now: writable and freezable after the workers let go.
+        kept[0].write()[0] = 7;
+        drop(crew);
+        let frozen = kept.pop().unwrap().freeze().unwrap();
+        assert_eq!(frozen.len(), frozen[0] as usize + 1);
+
+        let total = pool(2)
+            .chunk_size(9)
+            .fold(
+                0..100,
+                || None::<SharedArray<u64, Ix1>>,
+                |acc, i| {
+                    let a = acc.unwrap_or_else(|| SharedArray::zeros(1).unwrap());
+                    a.write()[0] += i as u64;
+                    Some(a)
+                },
+                |a, b| match (a, b) {
+                    (Some(a), Some(b)) => {
+                        a.write()[0] += b.read()[0];
+                        Some(a)
+                    }
+                    (a, b) => a.or(b),
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(total.read()[0], 4950);
+    }
+    assert_eq!(common::open_fds(), fds, "descriptors of arrays leaked");
+    assert_eq!(common::shm_entries(), shm);
+}
+
+#[test]
+fn a_slow_init_is_not_a_task_that_timed_out() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let slow = |_: &forkmap::WorkerInfo| {
+        std::thread::sleep(Duration::from_millis(1000));
+        5usize
+    };
+    let timeout = Duration::from_millis(200);
+    let out = pool(2)
+        .task_timeout(timeout)
+        .map_init(0..10, slow, |s, i| i + *s)
+        .unwrap();
+    assert_eq!(out, (5..15).collect::<Vec<_>>());
+    let mut crew = pool(2)
+        .task_timeout(timeout)
+        .max_tasks_per_worker(4)
+        .spawn_init(slow, |s, i| i + *s)
+        .unwrap();
+    // Each replacement runs the slow init again, still not a timeout.
+    assert_eq!(crew.map(0..12).unwrap(), (5..17).collect::<Vec<_>>());
+    assert!(crew.forks() >= 3);
+}
+
+#[test]
+fn a_crew_whose_init_panics_fails_every_call_without_hanging() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut crew = pool(2)
+        .spawn_init(|_| -> u32 { panic!("no model file") }, |_, i| i)
+        .unwrap();
+    for call in 0..4 {
+        match crew.map(0..10) {
+            Err(Error::InitFailed { reason, .. }) => {
+                assert!(reason.contains("no model file"), "call {call}: {reason}")
+            }
+            other => panic!("call {call}: {other:?}"),
+        }
+        assert!(common::children().len() <= 2);
+    }
+    let first = crew.imap(0..10).unwrap().next().unwrap();
+    assert!(matches!(first, Err(Error::InitFailed { .. })), "{first:?}");
+    drop(crew);
+    assert!(common::wait_until(10, || common::children().is_empty()));
+
+    // An init that fails only in the first process: the next call's replacement works.
+    let inits = SharedArray::<u32, Ix1>::zeros(1).unwrap();
+    let mut crew = pool(1)
+        .spawn_init(
+            |_| {
+                let n = {
+                    let mut a = inits.write();
+                    a[0] += 1;
+                    a[0]
+                };
+                assert!(n > 1, "first init fails");
+                n
+            },
+            |n, i| (i, *n),
+        )
+        .unwrap();
+    assert!(matches!(crew.map(0..5), Err(Error::InitFailed { .. })));
+    let out = crew.map(0..5).unwrap();
+    assert!(out.iter().enumerate().all(|(k, &(i, n))| i == k && n == 2), "{out:?}");
+}
+
+#[test]
+fn a_thousand_one_task_calls_leak_no_descriptor_and_no_process() {
+    let _d = common::deadline(180);
+    let _s = common::serial();
+    let mut crew = pool(2).spawn(|i| i + 1).unwrap();
+    assert_eq!(crew.map([0]).unwrap(), vec![1]);
+    let fds = common::open_fds();
+    for i in 0..1000 {
+        match i % 4 {
+            0 => assert_eq!(crew.imap([i]).unwrap().next().unwrap().unwrap(), i + 1),
+            1 => assert_eq!(crew.imap_unordered([i]).unwrap().next().unwrap().result.unwrap(), i + 1),
+            _ => assert_eq!(crew.map([i]).unwrap(), vec![i + 1]),
+        }
+    }
+    assert_eq!(common::open_fds(), fds, "descriptors leaked over 1000 calls");
+    assert_eq!(common::children().len(), 2);
+    assert_eq!(crew.forks(), 2);
+}
+
+#[test]
+fn a_crew_with_more_workers_than_tasks() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut crew = pool(6).spawn(|i| i * i).unwrap();
+    for call in 0..50 {
+        let n = call % 4;
+        assert_eq!(crew.map(0..n).unwrap(), (0..n).map(|i| i * i).collect::<Vec<_>>());
+        let streamed: Vec<usize> = crew.imap(0..n).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(streamed.len(), n);
+    }
+    assert_eq!(crew.forks(), 6);
+    let mut folds = pool(5).spawn_fold(|| 0u64, |a, i| a + i as u64).unwrap();
+    assert_eq!(folds.fold([41], |a, b| a + b).unwrap(), 41);
+    assert_eq!(folds.fold(0..3, |a, b| a + b).unwrap(), 3);
+}
+
+#[test]
+fn a_task_may_run_a_pool_of_its_own() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut crew = pool(2)
+        .spawn(|i| {
+            let inner = pool(2);
+            let squares = inner.map(0..5, move |j| i * 100 + j * j).unwrap();
+            let streamed: usize = inner.imap(0..4, |j| j).unwrap().map(|r| r.unwrap()).sum();
+            let failed = inner.map(0..3, |j| assert!(j != 1, "inner")).unwrap_err();
+            (squares, streamed, failed.task_index(), std::process::id())
+        })
+        .unwrap();
+    for call in 0..3 {
+        let out = crew.map(0..6).unwrap();
+        for (i, (squares, streamed, failed, _)) in out.iter().enumerate() {
+            assert_eq!(squares, &(0..5).map(|j| i * 100 + j * j).collect::<Vec<_>>(), "call {call}");
+            assert_eq!((*streamed, *failed), (6, Some(1)));
+        }
+    }
+    // The inner pools' workers were the crew workers' children, all reaped.
+    for pid in common::children() {
+        assert!(common::children_of(pid).is_empty(), "grandchildren of {pid} left");
+    }
+    assert_eq!(crew.forks(), 2);
 }
