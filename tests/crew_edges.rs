@@ -659,3 +659,67 @@ fn a_task_may_run_a_pool_of_its_own() {
     }
     assert_eq!(crew.forks(), 2);
 }
+
+/// A value whose Deserialize panics in the coordinator for one value.
+#[derive(Debug, serde::Serialize)]
+struct Explodes(u32);
+
+impl<'de> serde::Deserialize<'de> for Explodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        assert!(v != 5, "the coordinator cannot take five");
+        Ok(Explodes(v))
+    }
+}
+
+#[test]
+fn a_crew_call_that_panicked_in_the_coordinator_leaves_the_crew_exact() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    const N: usize = 400;
+    let runs = SharedArray::<u32, Ix1>::zeros(N).unwrap();
+    let mut crew = pool(2)
+        .chunk_size(3)
+        .spawn(|i| {
+            if i < N {
+                bump(&runs, i);
+            }
+            // The first call's second chunk (5..100 in chunks of 3) holds a long task:
+            // its worker is still in it when the call panics, and through the next call.
+            std::thread::sleep(Duration::from_millis(if i == 8 { 1500 } else { 2 }));
+            Explodes(i as u32)
+        })
+        .unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crew.map(5..100)));
+    assert!(caught.is_err(), "the Deserialize panic reaches the caller");
+    runs.write().fill(0);
+    for call in 0..3 {
+        let out = crew.map(100..N).unwrap_or_else(|e| panic!("call {call}: {e}"));
+        assert!(out.iter().enumerate().all(|(k, v)| v.0 as usize == 100 + k));
+        let r = runs.read();
+        let wrong: Vec<usize> = (100..N).filter(|&i| r[i] != call + 1).collect();
+        assert!(wrong.is_empty(), "call {call}: not run once: {wrong:?}");
+    }
+
+    // A `reduce` (run in the caller) that panics, then the crew's next fold.
+    let mut folds = pool(2)
+        .chunk_size(5)
+        .spawn_fold(|| 0u64, |a, i| {
+            if i < 1000 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            a + i as u64
+        })
+        .unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        folds.fold(0..1000, |a, b| {
+            assert!(a < 10_000, "reduce refuses");
+            a + b
+        })
+    }));
+    assert!(caught.is_err());
+    for call in 0..3 {
+        let sum = folds.fold(1000..3000, |a, b| a + b);
+        assert_eq!(sum.unwrap_or_else(|e| panic!("call {call}: {e}")), (1000..3000u64).sum::<u64>());
+    }
+}
