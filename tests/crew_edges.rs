@@ -98,11 +98,8 @@ fn two_threads_run_a_crew_each_at_once() {
                         assert_eq!(v, i as u64 * 10 + t, "thread {t} call {call}");
                         pids.insert(pid);
                     }
-                    let streamed: Vec<u64> = crew
-                        .imap(0..n)
-                        .unwrap()
-                        .map(|r| r.unwrap().0)
-                        .collect();
+                    let streamed: Vec<u64> =
+                        crew.imap(0..n).unwrap().map(|r| r.unwrap().0).collect();
                     assert_eq!(streamed.len(), n);
                 }
                 assert_eq!(crew.forks(), 2, "thread {t}");
@@ -136,7 +133,11 @@ fn a_worker_stopped_between_calls_does_not_hold_the_next_one() {
     assert!(crew.forks() <= 3, "{}", crew.forks());
     drop(crew);
     assert!(common::wait_until(10, || common::children().is_empty()));
-    assert_ne!(common::state(victim), Some('T'), "the stopped worker outlived its crew");
+    assert_ne!(
+        common::state(victim),
+        Some('T'),
+        "the stopped worker outlived its crew"
+    );
 }
 
 #[test]
@@ -163,7 +164,14 @@ fn a_crew_task_that_hangs_once_times_out_and_the_crew_goes_on() {
         .unwrap();
     let err = crew.map(0..20).unwrap_err();
     assert!(
-        matches!(err, Error::TaskTimedOut { index: 7, position: 7, .. }),
+        matches!(
+            err,
+            Error::TaskTimedOut {
+                index: 7,
+                position: 7,
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(crew.map(0..20).unwrap(), (0..20).collect::<Vec<_>>());
@@ -172,7 +180,10 @@ fn a_crew_task_that_hangs_once_times_out_and_the_crew_goes_on() {
     let out: Vec<Result<usize, Error>> = crew.imap(0..20).unwrap().collect();
     for (k, r) in out.iter().enumerate() {
         match k {
-            7 => assert!(matches!(r, Err(Error::TaskTimedOut { index: 7, .. })), "{r:?}"),
+            7 => assert!(
+                matches!(r, Err(Error::TaskTimedOut { index: 7, .. })),
+                "{r:?}"
+            ),
             _ => assert_eq!(r.as_ref().ok(), Some(&k)),
         }
     }
@@ -250,10 +261,16 @@ fn workers_retiring_while_their_chunks_are_stolen_run_each_position_once() {
             assert_eq!(i, k);
             *per_pid.entry(pid).or_default() += 1;
         }
-        assert!(per_pid.values().all(|&n| n <= LIMIT), "call {call}: {per_pid:?}");
+        assert!(
+            per_pid.values().all(|&n| n <= LIMIT),
+            "call {call}: {per_pid:?}"
+        );
         let runs = runs.read();
         let twice: Vec<usize> = (0..N).filter(|&i| runs[i] != 1).collect();
-        assert!(twice.is_empty(), "call {call}: positions not run once: {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "call {call}: positions not run once: {twice:?}"
+        );
     }
     let retired = crew.retirements();
     assert!(retired.len() >= 2 * N / LIMIT - 3, "{}", retired.len());
@@ -286,7 +303,11 @@ fn a_memory_cap_retires_workers_in_the_middle_of_an_unordered_stream() {
     assert!(runs.read().iter().all(|&r| r == 1), "{:?}", runs.read());
     let retired = crew.retirements();
     assert!(retired.len() >= 4, "{retired:?}");
-    assert!(retired.iter().all(|r| r.rss.is_some_and(|b| b > 150 * MB as u64)));
+    assert!(
+        retired
+            .iter()
+            .all(|r| r.rss.is_some_and(|b| b > 150 * MB as u64))
+    );
 }
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
@@ -326,7 +347,16 @@ fn a_crew_interrupted_during_a_call_runs_the_next_one_exactly() {
         std::thread::scope(|s| {
             s.spawn(|| terminate_when_started(&started));
             let err = crew.map(1000..1004).unwrap_err();
-            assert!(matches!(err, Error::Interrupted { signal: libc::SIGTERM, .. }), "{err}");
+            assert!(
+                matches!(
+                    err,
+                    Error::Interrupted {
+                        signal: libc::SIGTERM,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
         });
         // Delivered again, once, to the program's handler when the call let go.
         assert_eq!(HANDLED.load(Ordering::SeqCst), 1);
@@ -337,11 +367,24 @@ fn a_crew_interrupted_during_a_call_runs_the_next_one_exactly() {
             s.spawn(|| terminate_when_started(&started));
             let mut it = crew.imap(1000..1004).unwrap();
             let first = it.next().unwrap();
-            assert!(matches!(first, Err(Error::Interrupted { signal: libc::SIGTERM, .. })), "{first:?}");
+            assert!(
+                matches!(
+                    first,
+                    Err(Error::Interrupted {
+                        signal: libc::SIGTERM,
+                        ..
+                    })
+                ),
+                "{first:?}"
+            );
             assert!(it.next().is_none());
         });
         assert_eq!(HANDLED.load(Ordering::SeqCst), 2);
-        let got: Vec<usize> = crew.imap_unordered(0..30).unwrap().map(|d| d.result.unwrap()).collect();
+        let got: Vec<usize> = crew
+            .imap_unordered(0..30)
+            .unwrap()
+            .map(|d| d.result.unwrap())
+            .collect();
         assert_eq!(got.len(), 30);
         assert_eq!(crew.map(0..50).unwrap(), (0..50).collect::<Vec<_>>());
         assert_eq!(common::children().len(), 2);
@@ -381,7 +424,10 @@ fn imap_with_chunks_larger_than_its_window_stays_in_the_window() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let furthest = started.read().iter().rposition(|&s| s == 1).unwrap();
-        assert!(furthest <= k + WINDOW, "task {furthest} ran with the consumer at {k}");
+        assert!(
+            furthest <= k + WINDOW,
+            "task {furthest} ran with the consumer at {k}"
+        );
     }
 }
 
@@ -399,7 +445,12 @@ fn a_stream_where_every_task_panics_names_each_and_the_crew_goes_on() {
     assert_eq!(out.len(), 300);
     for (k, r) in out.iter().enumerate() {
         match r {
-            Err(Error::TaskPanicked { index, position, message, .. }) => {
+            Err(Error::TaskPanicked {
+                index,
+                position,
+                message,
+                ..
+            }) => {
                 assert_eq!((*index, *position), (k, k));
                 assert!(message.contains(&format!("task {k} fails")), "{message}");
             }
@@ -408,11 +459,16 @@ fn a_stream_where_every_task_panics_names_each_and_the_crew_goes_on() {
     }
     let mut failed = 0;
     for done in crew.imap_unordered(0..100).unwrap() {
-        assert!(matches!(done.result, Err(Error::TaskPanicked { index, .. }) if index == done.index));
+        assert!(
+            matches!(done.result, Err(Error::TaskPanicked { index, .. }) if index == done.index)
+        );
         failed += 1;
     }
     assert_eq!(failed, 100);
-    assert_eq!(crew.map(1000..1010).unwrap(), (1000..1010).collect::<Vec<_>>());
+    assert_eq!(
+        crew.map(1000..1010).unwrap(),
+        (1000..1010).collect::<Vec<_>>()
+    );
     assert_eq!(crew.forks(), 2, "a panic is not a death");
 }
 
@@ -429,7 +485,11 @@ fn dropped_unordered_streams_leave_nothing_for_the_next_calls() {
             i * 2
         })
         .unwrap();
-    let rounds = if std::env::var("FORKMAP_STRESS").is_ok() { 200 } else { 30 };
+    let rounds = if std::env::var("FORKMAP_STRESS").is_ok() {
+        200
+    } else {
+        30
+    };
     for round in 0..rounds {
         // Each call's indices are its own: a value from another call would show.
         let base = round * 1_000_000;
@@ -449,7 +509,10 @@ fn dropped_unordered_streams_leave_nothing_for_the_next_calls() {
         }
         assert_eq!(seen.len(), 200);
         let out = crew.map(next..next + 50).unwrap();
-        assert!(out.iter().enumerate().all(|(k, &v)| v == (next + k) * 2), "round {round}");
+        assert!(
+            out.iter().enumerate().all(|(k, &v)| v == (next + k) * 2),
+            "round {round}"
+        );
     }
     assert!(common::children().len() <= 3);
 }
@@ -459,7 +522,9 @@ fn results_past_a_mebibyte_stream_through_memory_files() {
     let _d = common::deadline(120);
     let _s = common::serial();
     const MB: usize = 1 << 20;
-    let mut crew = pool(2).spawn(|i| vec![(i % 256) as u8; 3 * MB + i]).unwrap();
+    let mut crew = pool(2)
+        .spawn(|i| vec![(i % 256) as u8; 3 * MB + i])
+        .unwrap();
     let _ = crew.map(0..2).unwrap();
     let fds = common::open_fds();
     for (k, r) in crew.imap(0..12).unwrap().enumerate() {
@@ -594,7 +659,10 @@ fn a_crew_whose_init_panics_fails_every_call_without_hanging() {
         .unwrap();
     assert!(matches!(crew.map(0..5), Err(Error::InitFailed { .. })));
     let out = crew.map(0..5).unwrap();
-    assert!(out.iter().enumerate().all(|(k, &(i, n))| i == k && n == 2), "{out:?}");
+    assert!(
+        out.iter().enumerate().all(|(k, &(i, n))| i == k && n == 2),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -607,11 +675,23 @@ fn a_thousand_one_task_calls_leak_no_descriptor_and_no_process() {
     for i in 0..1000 {
         match i % 4 {
             0 => assert_eq!(crew.imap([i]).unwrap().next().unwrap().unwrap(), i + 1),
-            1 => assert_eq!(crew.imap_unordered([i]).unwrap().next().unwrap().result.unwrap(), i + 1),
+            1 => assert_eq!(
+                crew.imap_unordered([i])
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .result
+                    .unwrap(),
+                i + 1
+            ),
             _ => assert_eq!(crew.map([i]).unwrap(), vec![i + 1]),
         }
     }
-    assert_eq!(common::open_fds(), fds, "descriptors leaked over 1000 calls");
+    assert_eq!(
+        common::open_fds(),
+        fds,
+        "descriptors leaked over 1000 calls"
+    );
     assert_eq!(common::children().len(), 2);
     assert_eq!(crew.forks(), 2);
 }
@@ -623,7 +703,10 @@ fn a_crew_with_more_workers_than_tasks() {
     let mut crew = pool(6).spawn(|i| i * i).unwrap();
     for call in 0..50 {
         let n = call % 4;
-        assert_eq!(crew.map(0..n).unwrap(), (0..n).map(|i| i * i).collect::<Vec<_>>());
+        assert_eq!(
+            crew.map(0..n).unwrap(),
+            (0..n).map(|i| i * i).collect::<Vec<_>>()
+        );
         let streamed: Vec<usize> = crew.imap(0..n).unwrap().map(|r| r.unwrap()).collect();
         assert_eq!(streamed.len(), n);
     }
@@ -649,13 +732,20 @@ fn a_task_may_run_a_pool_of_its_own() {
     for call in 0..3 {
         let out = crew.map(0..6).unwrap();
         for (i, (squares, streamed, failed, _)) in out.iter().enumerate() {
-            assert_eq!(squares, &(0..5).map(|j| i * 100 + j * j).collect::<Vec<_>>(), "call {call}");
+            assert_eq!(
+                squares,
+                &(0..5).map(|j| i * 100 + j * j).collect::<Vec<_>>(),
+                "call {call}"
+            );
             assert_eq!((*streamed, *failed), (6, Some(1)));
         }
     }
     // The inner pools' workers were the crew workers' children, all reaped.
     for pid in common::children() {
-        assert!(common::children_of(pid).is_empty(), "grandchildren of {pid} left");
+        assert!(
+            common::children_of(pid).is_empty(),
+            "grandchildren of {pid} left"
+        );
     }
     assert_eq!(crew.forks(), 2);
 }
@@ -694,7 +784,9 @@ fn a_crew_call_that_panicked_in_the_coordinator_leaves_the_crew_exact() {
     assert!(caught.is_err(), "the Deserialize panic reaches the caller");
     runs.write().fill(0);
     for call in 0..3 {
-        let out = crew.map(100..N).unwrap_or_else(|e| panic!("call {call}: {e}"));
+        let out = crew
+            .map(100..N)
+            .unwrap_or_else(|e| panic!("call {call}: {e}"));
         assert!(out.iter().enumerate().all(|(k, v)| v.0 as usize == 100 + k));
         let r = runs.read();
         let wrong: Vec<usize> = (100..N).filter(|&i| r[i] != call + 1).collect();
@@ -704,12 +796,15 @@ fn a_crew_call_that_panicked_in_the_coordinator_leaves_the_crew_exact() {
     // A `reduce` (run in the caller) that panics, then the crew's next fold.
     let mut folds = pool(2)
         .chunk_size(5)
-        .spawn_fold(|| 0u64, |a, i| {
-            if i < 1000 {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            a + i as u64
-        })
+        .spawn_fold(
+            || 0u64,
+            |a, i| {
+                if i < 1000 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                a + i as u64
+            },
+        )
         .unwrap();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         folds.fold(0..1000, |a, b| {
@@ -720,6 +815,9 @@ fn a_crew_call_that_panicked_in_the_coordinator_leaves_the_crew_exact() {
     assert!(caught.is_err());
     for call in 0..3 {
         let sum = folds.fold(1000..3000, |a, b| a + b);
-        assert_eq!(sum.unwrap_or_else(|e| panic!("call {call}: {e}")), (1000..3000u64).sum::<u64>());
+        assert_eq!(
+            sum.unwrap_or_else(|e| panic!("call {call}: {e}")),
+            (1000..3000u64).sum::<u64>()
+        );
     }
 }
