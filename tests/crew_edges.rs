@@ -821,3 +821,130 @@ fn a_crew_call_that_panicked_in_the_coordinator_leaves_the_crew_exact() {
         );
     }
 }
+
+#[test]
+fn a_crew_whose_init_kills_its_worker_fails_every_call_and_stops_forking() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut crew = pool(2)
+        .max_retries(1)
+        .spawn_init(|_| -> u32 { std::process::abort() }, |_, i| i)
+        .unwrap();
+    for call in 0..3 {
+        match crew.map(0..10) {
+            Err(Error::InitFailed { reason, .. }) => {
+                assert!(reason.contains("SIGABRT"), "call {call}: {reason}")
+            }
+            other => panic!("call {call}: {other:?}"),
+        }
+    }
+    assert!(crew.forks() <= 2 + 3 * 4, "{} forks", crew.forks());
+    let began = std::time::Instant::now();
+    drop(crew);
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(common::wait_until(10, || common::children().is_empty()));
+
+    // Dropping a crew whose workers are still in a long init does not wait for it.
+    let crew = pool(2)
+        .spawn_init(|_| std::thread::sleep(Duration::from_secs(60)), |_, i| i)
+        .unwrap();
+    let began = std::time::Instant::now();
+    drop(crew);
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(common::wait_until(10, || common::children().is_empty()));
+}
+
+#[test]
+fn a_crew_kept_in_worker_state_dies_with_its_worker() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut crew = pool(2)
+        .max_tasks_per_worker(6)
+        .spawn_init(
+            |_| pool(2).spawn(|j| (j * 2, std::process::id())).unwrap(),
+            |inner, i| {
+                let out = inner.map(0..i % 5 + 1).unwrap();
+                let pids: Vec<u32> = out.iter().map(|&(_, p)| p).collect();
+                (out.iter().map(|&(v, _)| v).sum::<usize>(), pids)
+            },
+        )
+        .unwrap();
+    let mut inner_pids = HashSet::new();
+    for _ in 0..3 {
+        for (i, (sum, pids)) in crew.map(0..20).unwrap().into_iter().enumerate() {
+            let n = i % 5 + 1;
+            assert_eq!(sum, n * (n - 1));
+            inner_pids.extend(pids);
+        }
+    }
+    assert!(
+        crew.forks() >= 10,
+        "the outer workers retired: {}",
+        crew.forks()
+    );
+    drop(crew);
+    // The inner crews' workers were grandchildren: they went with their parents, those
+    // retired during the calls too.
+    assert!(
+        common::wait_until(20, || inner_pids
+            .iter()
+            .all(|&p| matches!(common::state(p as i32), None | Some('Z')))),
+        "inner workers outlived their crews"
+    );
+    assert!(common::wait_until(10, || common::children().is_empty()));
+}
+
+#[test]
+fn a_fold_with_retiring_workers_and_thieves_is_exact() {
+    let _d = common::deadline(180);
+    let _s = common::serial();
+    const N: usize = 2000;
+    let runs = SharedArray::<u32, Ix1>::zeros(N).unwrap();
+    let mut crew = pool(3)
+        .max_tasks_per_worker(29)
+        .spawn_fold(
+            || 0u64,
+            |acc, i| {
+                bump(&runs, i);
+                if i % 89 == 0 {
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                acc + i as u64 * 3
+            },
+        )
+        .unwrap();
+    for call in 0..2 {
+        runs.write().fill(0);
+        let sum = crew.fold(0..N, |a, b| a + b).unwrap();
+        assert_eq!(sum, 3 * (N as u64 - 1) * N as u64 / 2, "call {call}");
+        let r = runs.read();
+        let wrong: Vec<usize> = (0..N).filter(|&i| r[i] != 1).collect();
+        assert!(wrong.is_empty(), "call {call}: not run once: {wrong:?}");
+    }
+}
+
+#[test]
+fn chunk_numbers_wrap_around_across_a_crews_calls() {
+    let _d = common::deadline(300);
+    let _s = common::serial();
+    // Every task its own chunk: more than 2^14 chunks per worker over the calls, the
+    // range of the gate's sequence numbers.
+    let mut crew = pool(2)
+        .chunk_size(1)
+        .spawn(|i| {
+            if i % 61 == 0 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            i
+        })
+        .unwrap();
+    for call in 0..40 {
+        let base = call * 10_000;
+        let out = crew.map(base..base + 1000).unwrap();
+        assert!(
+            out.iter().enumerate().all(|(k, &v)| v == base + k),
+            "call {call}"
+        );
+    }
+    assert_eq!(crew.forks(), 2);
+}
