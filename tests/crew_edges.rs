@@ -380,6 +380,20 @@ fn a_crew_interrupted_during_a_call_runs_the_next_one_exactly() {
             assert!(it.next().is_none());
         });
         assert_eq!(HANDLED.load(Ordering::SeqCst), 2);
+        // And unordered: the call's own failure is its last item, naming no task.
+        started.write()[0] = 0;
+        std::thread::scope(|s| {
+            s.spawn(|| terminate_when_started(&started));
+            let items: Vec<_> = crew.imap_unordered(1000..1004).unwrap().collect();
+            assert_eq!(items.len(), 1, "{items:?}");
+            let last = &items[0];
+            assert_eq!((last.index, last.position), (usize::MAX, usize::MAX));
+            assert!(
+                matches!(last.result, Err(Error::Interrupted { .. })),
+                "{last:?}"
+            );
+        });
+        assert_eq!(HANDLED.load(Ordering::SeqCst), 3);
         let got: Vec<usize> = crew
             .imap_unordered(0..30)
             .unwrap()
@@ -947,4 +961,64 @@ fn chunk_numbers_wrap_around_across_a_crews_calls() {
         );
     }
     assert_eq!(crew.forks(), 2);
+}
+
+#[test]
+fn a_crew_whose_caller_ignores_sigchld_still_replaces_and_retires() {
+    if common::role().as_deref() == Some("nochld") {
+        let _d = common::deadline(60);
+        let mut crew = pool(2)
+            .max_tasks_per_worker(25)
+            .spawn(|i| (i + 1, std::process::id()))
+            .unwrap();
+        // From now on the kernel reaps the workers itself and keeps no status.
+        // SAFETY: sets a disposition to SIG_IGN.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+        for call in 0..4 {
+            let out = crew.map(0..60).unwrap();
+            assert!(
+                out.iter().enumerate().all(|(k, &(v, _))| v == k + 1),
+                "call {call}"
+            );
+            let victim = out[0].1 as i32;
+            if common::state(victim).is_some() {
+                kill(victim, libc::SIGKILL);
+            }
+        }
+        assert!(crew.retirements().len() >= 6, "{:?}", crew.retirements());
+        drop(crew);
+        assert!(common::wait_until(10, || common::children().is_empty()));
+        return;
+    }
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut child = common::rerun(
+        "a_crew_whose_caller_ignores_sigchld_still_replaces_and_retires",
+        "nochld",
+        &[],
+    );
+    assert!(common::wait_child(&mut child, 90).success());
+}
+
+#[test]
+fn two_crews_on_one_thread_take_turns() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut a = pool(2).spawn(|i| i + 1).unwrap();
+    let mut b = pool(2).lookahead(1).spawn(|i| i * 2).unwrap();
+    for round in 0..20 {
+        let n = 10 + round;
+        assert_eq!(a.map(0..n).unwrap(), (1..=n).collect::<Vec<_>>());
+        // A window of one position: handed out one at a time, still all of them.
+        let doubled: Vec<usize> = b.imap(0..n).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(doubled, (0..n).map(|i| i * 2).collect::<Vec<_>>());
+        // A forking call between them.
+        assert_eq!(pool(2).map(0..3, |i| i).unwrap(), vec![0, 1, 2]);
+    }
+    assert_eq!(common::children().len(), 4);
+    drop(a);
+    assert_eq!(b.map(0..5).unwrap(), vec![0, 2, 4, 6, 8]);
+    assert_eq!((b.forks(), common::children().len()), (2, 2));
+    drop(b);
+    assert!(common::wait_until(10, || common::children().is_empty()));
 }
