@@ -299,3 +299,40 @@ fn a_memory_cap_retires_workers_in_the_middle_of_an_unordered_stream() {
             .all(|r| r.rss.is_some_and(|b| b > 150 * MB as u64))
     );
 }
+
+/// Fails today (run with `--ignored`): the coordinator blocks for good in ipc-channel's
+/// blocking receive of a message's follow-up fragments, so the 5 s stop check never runs,
+/// and SIGINT/SIGTERM are recorded but never looked at (the receive restarts).
+#[test]
+#[ignore = "hangs: a worker stopped halfway through a multi-fragment send (see the review report)"]
+fn a_worker_stopped_halfway_through_a_send_does_not_hang_the_stream() {
+    if common::role().as_deref() == Some("stopped-mid-send") {
+        // A hang aborts this re-run process, not the test binary that runs the others.
+        let _d = common::deadline(60);
+        let mut crew = pool(2).chunk_size(1).spawn(large).unwrap();
+        let mut it = crew.imap(0..12).unwrap();
+        assert!(is_large(0, &it.next().unwrap().unwrap()));
+        // The consumer is away: the workers block halfway through sending their next
+        // results. Then they are stopped there, as `kill -STOP` does.
+        std::thread::sleep(Duration::from_millis(400));
+        for pid in common::children() {
+            // SAFETY: kill takes plain integers; the pid is our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
+        for (k, r) in it.enumerate() {
+            let v = r.unwrap_or_else(|e| panic!("item {}: {e}", k + 1));
+            assert!(is_large(k + 1, &v), "item {}", k + 1);
+        }
+        println!("stream finished");
+        return;
+    }
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    let mut child = common::rerun(
+        "a_worker_stopped_halfway_through_a_send_does_not_hang_the_stream",
+        "stopped-mid-send",
+        &[],
+    );
+    let status = common::wait_child(&mut child, 90);
+    assert!(status.success(), "{status}");
+}
