@@ -328,11 +328,23 @@ fn a_worker_stopped_halfway_through_a_send_does_not_hang_the_stream() {
     }
     let _d = common::deadline(120);
     let _s = common::serial();
-    let mut child = common::rerun(
-        "a_worker_stopped_halfway_through_a_send_does_not_hang_the_stream",
-        "stopped-mid-send",
-        &[],
-    );
+    // As `common::rerun`, with the ignored test included.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_worker_stopped_halfway_through_a_send_does_not_hang_the_stream",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("FORKMAP_TEST_ROLE", "stopped-mid-send")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let status = common::wait_child(&mut child, 90);
-    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(
+        status.success() && out.contains("stream finished"),
+        "{status}: {out}"
+    );
 }
