@@ -260,6 +260,11 @@ impl<J: Job> Worker<'_, J> {
                 // All of it was taken back before the first claim (or after a fold's
                 // panic): nothing to report.
                 slot.current.store(0, Ordering::Release);
+                if retire.is_some() {
+                    // Its last batch went with the panic: it leaves without a word, and the
+                    // coordinator knows the exit code.
+                    return EXIT_RETIRED;
+                }
                 continue;
             }
             if J::FOLDS {

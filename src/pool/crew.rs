@@ -85,6 +85,15 @@ where
     }
 
     /// The workers that left on their own so far, oldest first.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(1).max_tasks_per_worker(3).spawn(|i| i)?;
+    /// crew.map(0..9)?;
+    /// let retired = crew.retirements();
+    /// assert!(retired.len() >= 2 && retired.iter().all(|r| r.tasks == Some(3)));
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
     pub fn retirements(&self) -> Vec<Retirement> {
         self.team
             .retirements
@@ -115,6 +124,14 @@ where
     /// # Errors
     /// As for [`Pool::map`]: the first failure ends the call (the workers still running
     /// its tasks are killed, and replaced by the next call).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| i * i)?;
+    /// assert_eq!(crew.map(0..4)?, vec![0, 1, 4, 9]);
+    /// assert_eq!(crew.map([5, 2])?, vec![25, 4]);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
     pub fn map<I: IntoIterator<Item = usize>>(&mut self, indices: I) -> Result<Vec<J::Out>, Error> {
         let indices = self.indices(indices)?;
         if indices.is_empty() {
@@ -132,6 +149,17 @@ where
     ///
     /// # Errors
     /// As for [`Pool::map_results`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| {
+    ///     assert!(i != 1, "not one");
+    ///     i
+    /// })?;
+    /// let out = crew.map_results(0..3)?;
+    /// assert!(out[1].is_err() && out[2].as_ref().ok() == Some(&2));
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
     pub fn map_results<I: IntoIterator<Item = usize>>(
         &mut self,
         indices: I,
@@ -153,6 +181,16 @@ where
     ///
     /// # Errors
     /// As for [`Pool::imap`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| i + 1)?;
+    /// for epoch in 0..3 {
+    ///     let total: usize = crew.imap(0..100)?.map(|r| r.unwrap()).sum();
+    ///     assert_eq!(total, 5050, "epoch {epoch}");
+    /// }
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
     pub fn imap<I: IntoIterator<Item = usize>>(
         &mut self,
         indices: I,
@@ -165,6 +203,18 @@ where
     ///
     /// # Errors
     /// As for [`Pool::imap_unordered`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| i % 7)?;
+    /// let mut count = 0;
+    /// for done in crew.imap_unordered(0..70)? {
+    ///     assert_eq!(done.result?, done.index % 7);
+    ///     count += 1;
+    /// }
+    /// assert_eq!(count, 70);
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
     pub fn imap_unordered<I: IntoIterator<Item = usize>>(
         &mut self,
         indices: I,
@@ -188,6 +238,17 @@ where
     ///
     /// # Errors
     /// As for [`Pool::fold`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn_fold(Vec::new, |mut v, i| {
+    ///     v.push(i);
+    ///     v
+    /// })?;
+    /// let all = crew.fold(0..50, |mut a, b| { a.extend(b); a })?;
+    /// assert_eq!(all, (0..50).collect::<Vec<_>>());
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
     pub fn fold<I, Re>(&mut self, indices: I, reduce: Re) -> Result<J::Out, Error>
     where
         I: IntoIterator<Item = usize>,

@@ -13,9 +13,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::progress::{self, Progress};
-use crate::sys::{self, signals::Interrupts};
+use crate::sys;
 use crate::worker::{FoldJob, InitJob, Job, Limits, MapJob, WorkerInfo};
-use call::{Collect, Mode, Reduce};
+use call::{Mode, catch_interrupts, collect_results, collect_values, run_collect, run_fold};
 pub use crew::{Crew, Retirement};
 pub use stream::{Completed, Imap, ImapUnordered};
 use team::{Settings, Team};
@@ -483,6 +483,23 @@ impl Pool {
     /// A crew is `!Send`: its workers die with the thread that forked them
     /// (`PR_SET_PDEATHSIG`), so it stays on that thread.
     ///
+    /// **Parameters that change between calls** (the weights of an epoch, a threshold) go
+    /// in a [`SharedArray`](crate::SharedArray) that `f` captures: the parent writes them
+    /// before each call and every worker reads the new values, with nothing serialised:
+    ///
+    /// ```
+    /// let params = forkmap::SharedArray::<f64, _>::zeros(2)?;
+    /// let mut crew = forkmap::Pool::new().workers(2).spawn(|i| {
+    ///     let p = params.read();
+    ///     p[0] * i as f64 + p[1]
+    /// })?;
+    /// for epoch in 1..=3 {
+    ///     params.write().assign(&forkmap::ndarray::arr1(&[epoch as f64, 0.5]));
+    ///     assert_eq!(crew.map(0..4)?[3], 3.0 * epoch as f64 + 0.5);
+    /// }
+    /// # Ok::<(), forkmap::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// Set-up failures, as for [`map`](Pool::map).
     ///
@@ -651,127 +668,9 @@ impl Pool {
     }
 }
 
-/// Installs the interrupt handlers for as long as the guard lives.
-fn catch_interrupts() -> Result<Interrupts, Error> {
-    Interrupts::catch().map_err(|e| Error::Channel {
-        worker: None,
-        message: format!("could not install signal handlers: {e}"),
-    })
-}
-
-/// Runs a call that collects every outcome, on a team that has its workers.
-fn run_collect<J: Job>(
-    team: &mut Team<J>,
-    pool: &Pool,
-    indices: Vec<usize>,
-    mode: Mode,
-) -> Result<Collect<J::Out>, Error>
-where
-    J::Out: DeserializeOwned,
-{
-    let n = indices.len();
-    let _interrupts = catch_interrupts()?;
-    let progress = pool.progress_for(n);
-    // After the forks: the workers neither inherit the slots nor make the coordinator
-    // take a copy-on-write fault per page as it fills them (measured: 15% of the
-    // coordinator's time for a million trivial tasks).
-    let sink = Collect::new(n)?;
-    let mut call = team.begin(indices, n, sink, mode, progress);
-    match run_to_end(team, &mut call) {
-        Ok(()) => {
-            team.end(&call);
-            call.progress.finish(n as u64);
-            Ok(call.sink)
-        }
-        Err(e) => {
-            team.abandon(&call);
-            call.progress.abandon();
-            Err(e)
-        }
-    }
-}
-
-/// Runs a fold call on a team that has its workers.
-fn run_fold<J, Re>(
-    team: &mut Team<J>,
-    pool: &Pool,
-    indices: Vec<usize>,
-    reduce: &Re,
-) -> Result<J::Out, Error>
-where
-    J: Job,
-    J::Out: DeserializeOwned,
-    Re: Fn(J::Out, J::Out) -> J::Out,
-{
-    let n = indices.len();
-    let _interrupts = catch_interrupts()?;
-    let progress = pool.progress_for(n);
-    let sink = Reduce {
-        reduce,
-        acc: None,
-        frontier: 0,
-        pending: Default::default(),
-    };
-    let mut call = team.begin(indices, n, sink, Mode::FailFast, progress);
-    match run_to_end(team, &mut call) {
-        Ok(()) => {
-            team.end(&call);
-            call.progress.finish(n as u64);
-            call.sink.acc.ok_or_else(missing_result)
-        }
-        Err(e) => {
-            team.abandon(&call);
-            call.progress.abandon();
-            Err(e)
-        }
-    }
-}
-
-/// Starts a call and runs it until every position has an outcome. The caller's code that
-/// runs here (a result's `Deserialize`, a fold's `reduce`) may panic: the workers still
-/// holding the call's work are then killed before the panic goes on, as for an error, so
-/// a crew's next call starts from what its workers really hold.
-fn run_to_end<J: Job, K: call::Sink<J::Out>>(
-    team: &mut Team<J>,
-    call: &mut call::Call<K>,
-) -> Result<(), Error>
-where
-    J::Out: DeserializeOwned,
-{
-    let run =
-        std::panic::AssertUnwindSafe(|| team.start(call).and_then(|()| team.pump(call, |_| false)));
-    match std::panic::catch_unwind(run) {
-        Ok(outcome) => outcome,
-        Err(panic) => {
-            team.abandon(call);
-            call.progress.abandon();
-            std::panic::resume_unwind(panic)
-        }
-    }
-}
-
-/// `map`'s values, every one of them present.
-fn collect_values<R>(sink: Collect<R>) -> Result<Vec<R>, Error> {
-    sink.values
-        .into_iter()
-        .collect::<Option<Vec<R>>>()
-        .ok_or_else(missing_result)
-}
-
-/// `map_results`' outcomes, a value or a failure for each position.
-fn collect_results<R>(sink: Collect<R>) -> Vec<Result<R, Error>> {
-    let Collect {
-        values,
-        mut failures,
-    } = sink;
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(pos, value)| {
-            value.ok_or_else(|| failures.remove(&pos).unwrap_or_else(missing_result))
-        })
-        .collect()
-}
+/// Task lists whose bookkeeping takes less than this are not checked against the memory
+/// budget (any machine has that much).
+const SMALL_LIST: usize = 64 << 20;
 
 fn too_many_workers(n: usize, what: &str) -> String {
     format!(
@@ -801,7 +700,9 @@ fn collect_indices<I: IntoIterator<Item = usize>>(
                 "{per_task} bytes each would overflow the address space"
             ))
         })?;
-        if let Some(budget) = sys::memory_budget()
+        // Reading the budget costs a few /proc files: a crew's small calls skip it.
+        if bytes >= SMALL_LIST
+            && let Some(budget) = sys::memory_budget()
             && bytes as u64 > budget
         {
             return Err(too_many(format!(

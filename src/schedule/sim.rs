@@ -56,11 +56,11 @@ enum Event {
     Step(usize),
     /// The coordinator has handled a batch of worker `w`: `start`, `n`, busy time.
     Handled(usize, usize, usize, u64),
-    /// The coordinator's periodic look at its workers (`TICK` in `pool/run.rs`).
+    /// The coordinator's periodic look at its workers (`TICK` in `pool/team.rs`).
     Tick,
 }
 
-/// The coordinator's tick, as in `pool/run.rs`.
+/// The coordinator's tick, as in `pool/team.rs`.
 const TICK_NS: u64 = 10_000_000;
 
 #[derive(Debug, Default)]

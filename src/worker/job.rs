@@ -8,6 +8,14 @@ use serde::Serialize;
 /// `init` runs once in each worker process, and again in each replacement of one (after
 /// a crash, a timeout or a retirement): [`generation`](WorkerInfo::generation) tells them
 /// apart.
+///
+/// # Examples
+/// ```
+/// let pool = forkmap::Pool::new().workers(2);
+/// let slots = pool.map_init(0..4, |info| info.worker(), |slot, _| *slot)?;
+/// assert!(slots.iter().all(|&w| w < 2));
+/// # Ok::<(), forkmap::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerInfo {
     pub(crate) worker: usize,
