@@ -348,3 +348,25 @@ fn a_worker_stopped_halfway_through_a_send_does_not_hang_the_stream() {
         "{status}: {out}"
     );
 }
+
+#[test]
+fn a_worker_killed_halfway_through_a_send_is_replaced_in_the_same_stream() {
+    let _d = common::deadline(120);
+    let _s = common::serial();
+    for round in 0..3 {
+        let mut crew = pool(2).chunk_size(1).spawn(large).unwrap();
+        let mut it = crew.imap(0..12).unwrap();
+        assert!(is_large(0, &it.next().unwrap().unwrap()));
+        // Both workers block halfway through a send; one is killed there. Its death may
+        // be reaped before its broken message is read.
+        std::thread::sleep(Duration::from_millis(400));
+        let victim = common::children()[round % 2];
+        // SAFETY: kill takes plain integers; the pid is our own unreaped child.
+        unsafe { libc::kill(victim, libc::SIGKILL) };
+        for (k, r) in it.enumerate() {
+            let v = r.unwrap_or_else(|e| panic!("round {round}, item {}: {e}", k + 1));
+            assert!(is_large(k + 1, &v));
+        }
+        assert_eq!(crew.forks(), 3, "round {round}");
+    }
+}

@@ -338,8 +338,8 @@ where
             Err(TryRecvError::IpcError(e)) => {
                 // A worker that died in the middle of a large send leaves a broken
                 // message; its chunk is re-run like any other dead worker's. Its death
-                // may have been dealt with already (at an earlier tick, or by an earlier
-                // call of a crew that abandoned it): each dead process explains one.
+                // may have been dealt with already (by an earlier call of a crew that
+                // abandoned it, reading nothing): each dead process explains one.
                 self.reap(call)?;
                 let live = self.crew.iter().filter(|m| m.exit.is_none()).count() as u64;
                 self.broken += 1;
