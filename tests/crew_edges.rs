@@ -743,3 +743,48 @@ fn two_crews_on_one_thread_take_turns() {
     drop(b);
     assert!(common::wait_until(10, || common::children().is_empty()));
 }
+
+/// The panic leaves the rest of its batch without outcomes: the stream ends there (it
+/// waited for them for good before).
+#[test]
+fn a_stream_used_after_a_panic_in_its_next_ends_or_fails() {
+    if common::role().as_deref() == Some("next-after-panic") {
+        let _d = common::deadline(30);
+        let mut crew = pool(1)
+            .chunk_size(10)
+            .spawn(|i| Explodes(i as u32))
+            .unwrap();
+        let mut it = crew.imap(0..20).unwrap();
+        // The first batch (positions 0..10) holds the value the coordinator cannot take.
+        let mut caught = 0;
+        for _ in 0..25 {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next())) {
+                Err(_) => caught += 1,
+                Ok(None) => break,
+                Ok(Some(_)) => {}
+            }
+        }
+        assert_eq!(caught, 1);
+        println!("stream ended");
+        return;
+    }
+    let _d = common::deadline(60);
+    let _s = common::serial();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_stream_used_after_a_panic_in_its_next_ends_or_fails",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("FORKMAP_TEST_ROLE", "next-after-panic")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_child(&mut child, 50);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(
+        status.success() && out.contains("stream ended"),
+        "{status}: {out}"
+    );
+}
