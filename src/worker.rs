@@ -322,6 +322,10 @@ impl<J: Job> Worker<'_, J> {
             payload,
             retire,
         };
+        // Every outcome is encoded: from here the worker waits on the coordinator, not on a
+        // task (a send blocks while nobody reads, such as an imap consumer busy between two
+        // items), so no timeout or stop may blame a task for it.
+        self.board.slot(self.id).current.store(0, Ordering::Release);
         self.post(call, body, all)
     }
 

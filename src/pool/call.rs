@@ -240,10 +240,7 @@ where
     // coordinator's time for a million trivial tasks).
     let sink = Collect::new(n)?;
     let mut call = team.begin(indices, n, sink, mode, progress);
-    let outcome = team
-        .start(&mut call)
-        .and_then(|()| team.pump(&mut call, |_| false));
-    match outcome {
+    match run_to_end(team, &mut call) {
         Ok(()) => {
             team.end(&call);
             call.progress.finish(n as u64);
@@ -279,10 +276,7 @@ where
         pending: Default::default(),
     };
     let mut call = team.begin(indices, n, sink, Mode::FailFast, progress);
-    let outcome = team
-        .start(&mut call)
-        .and_then(|()| team.pump(&mut call, |_| false));
-    match outcome {
+    match run_to_end(team, &mut call) {
         Ok(()) => {
             team.end(&call);
             call.progress.finish(n as u64);
@@ -292,6 +286,26 @@ where
             team.abandon(&call);
             call.progress.abandon();
             Err(e)
+        }
+    }
+}
+
+/// Starts a call and runs it until every position has an outcome. The caller's code that
+/// runs here (a result's `Deserialize`, a fold's `reduce`) may panic: the workers still
+/// holding the call's work are then killed before the panic goes on, as for an error, so
+/// a crew's next call starts from what its workers really hold.
+fn run_to_end<J: Job, K: Sink<J::Out>>(team: &mut Team<J>, call: &mut Call<K>) -> Result<(), Error>
+where
+    J::Out: DeserializeOwned,
+{
+    let run =
+        std::panic::AssertUnwindSafe(|| team.start(call).and_then(|()| team.pump(call, |_| false)));
+    match std::panic::catch_unwind(run) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            team.abandon(call);
+            call.progress.abandon();
+            std::panic::resume_unwind(panic)
         }
     }
 }

@@ -114,13 +114,28 @@ where
         // Held only while the coordinator works: between two items, SIGINT and SIGTERM
         // do what the caller's program says.
         let _interrupts = catch_interrupts()?;
-        if moved {
-            team.extend(call, limit);
-        }
-        if waiting {
-            team.pump(call, |c| ready(&c.sink))
-        } else {
-            team.poll(call)
+        let run = std::panic::AssertUnwindSafe(|| {
+            if moved {
+                team.extend(call, limit);
+            }
+            if waiting {
+                team.pump(call, |c| ready(&c.sink))
+            } else {
+                team.poll(call)
+            }
+        });
+        match std::panic::catch_unwind(run) {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                // The caller's code (a result's `Deserialize`) panicked halfway through a
+                // batch, whose other outcomes are lost: the call ends as if dropped, so a
+                // `next()` after a caught panic ends the stream rather than wait for good.
+                if let Some(call) = self.call.take() {
+                    self.holder.team().abandon(&call);
+                    call.progress.abandon();
+                }
+                std::panic::resume_unwind(panic)
+            }
         }
     }
 

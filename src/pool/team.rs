@@ -102,6 +102,8 @@ pub(crate) struct Team<J> {
     task_ns: f64,
     /// Deaths in `init` since the last batch arrived.
     init_deaths: u32,
+    /// Broken messages received so far (each from a worker that died while sending it).
+    broken: u64,
     pub(crate) retirements: Vec<Retirement>,
     last_check: Instant,
     last_stop_check: Instant,
@@ -130,6 +132,7 @@ where
             next_seq: vec![1; workers],
             task_ns: 0.0,
             init_deaths: 0,
+            broken: 0,
             retirements: Vec::new(),
             last_check: Instant::now(),
             last_stop_check: Instant::now(),
@@ -334,8 +337,13 @@ where
                 if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(TryRecvError::IpcError(e)) => {
                 // A worker that died in the middle of a large send leaves a broken
-                // message; its chunk is re-run like any other dead worker's.
-                if !self.reap(call)? {
+                // message; its chunk is re-run like any other dead worker's. Its death
+                // may have been dealt with already (by an earlier call of a crew that
+                // abandoned it, reading nothing): each dead process explains one.
+                self.reap(call)?;
+                let live = self.crew.iter().filter(|m| m.exit.is_none()).count() as u64;
+                self.broken += 1;
+                if self.broken > self.forks() - live {
                     return Err(Error::Channel {
                         worker: None,
                         message: format!("could not receive results: {e}"),
