@@ -161,8 +161,15 @@ pub(crate) enum Payload {
     File,
 }
 
-/// Payloads from this size on travel in a memory file rather than in the message.
-pub(crate) const FILE_PAYLOAD: usize = 1 << 20;
+/// Payloads from this size on travel in a memory file rather than in the message. With
+/// at most [`MAX_PIECES`] pieces, every message then fits in one packet of the result
+/// socket (ipc-channel sends a larger one in fragments, and its reader blocks until the
+/// last arrives: a worker stopped or slow in the middle would hold the coordinator).
+pub(crate) const FILE_PAYLOAD: usize = 128 << 10;
+
+/// A map batch is sent once it holds this many outcomes (at most about 5 bytes each in
+/// the message for an inline payload, 15 for a file's).
+pub(crate) const MAX_PIECES: usize = 4096;
 
 /// A byte buffer serialised as one byte string (a single copy) rather than a sequence
 /// of `u8` values.

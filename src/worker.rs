@@ -228,6 +228,14 @@ impl<J: Job> Worker<'_, J> {
                     }
                     slot.done.fetch_add(1, Ordering::Release);
                 }
+                if !J::FOLDS && open.batch.pieces.len() >= ipc::MAX_PIECES {
+                    // Batches stay small enough for one packet: this one goes now, the
+                    // chunk's next positions start another.
+                    let next = open.start + open.count;
+                    if !self.send(call, std::mem::replace(&mut open, Open::at(next)), None) {
+                        return 0;
+                    }
+                }
                 if let Some(n) = left.as_mut() {
                     *n -= claimed_now;
                     if *n == 0 {
