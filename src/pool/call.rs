@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::de::DeserializeOwned;
 
 use super::team::Team;
-use super::{Pool, missing_result};
+use super::{Pool, TaskList, missing_result};
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::schedule::Scheduler;
@@ -37,7 +37,7 @@ pub(crate) trait Sink<T> {
 /// The coordinator's state for one call.
 pub(crate) struct Call<K> {
     pub(crate) id: u64,
-    pub(crate) indices: Vec<usize>,
+    pub(crate) indices: TaskList,
     pub(crate) sched: Scheduler,
     pub(crate) sink: K,
     pub(crate) mode: Mode,
@@ -226,7 +226,7 @@ pub(crate) fn catch_interrupts() -> Result<Interrupts, Error> {
 pub(crate) fn run_collect<J: Job>(
     team: &mut Team<J>,
     pool: &Pool,
-    indices: Vec<usize>,
+    indices: TaskList,
     mode: Mode,
 ) -> Result<Collect<J::Out>, Error>
 where
@@ -258,7 +258,7 @@ where
 pub(crate) fn run_fold<J, Re>(
     team: &mut Team<J>,
     pool: &Pool,
-    indices: Vec<usize>,
+    indices: TaskList,
     reduce: &Re,
 ) -> Result<J::Out, Error>
 where

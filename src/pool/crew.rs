@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use super::stream::{Holder, Imap, ImapUnordered};
 use super::team::Team;
-use super::{Pool, catch_interrupts, collect_indices, collect_results, collect_values};
+use super::{Pool, TaskList, catch_interrupts, collect_indices, collect_results, collect_values};
 use super::{run_collect, run_fold};
 use crate::error::Error;
 use crate::ipc::Retire;
@@ -225,7 +225,7 @@ where
         ImapUnordered::start(Holder::Borrowed(&mut self.team), &self.pool, indices)
     }
 
-    fn indices<I: IntoIterator<Item = usize>>(&self, indices: I) -> Result<Vec<usize>, Error> {
+    fn indices<I: IntoIterator<Item = usize>>(&self, indices: I) -> Result<TaskList, Error> {
         collect_indices(indices, std::mem::size_of::<Option<J::Out>>())
     }
 }

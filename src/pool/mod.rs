@@ -603,7 +603,7 @@ impl Pool {
         &self,
         job: J,
         indices: impl IntoIterator<Item = usize>,
-    ) -> Result<(Team<J>, Vec<usize>), Error>
+    ) -> Result<(Team<J>, TaskList), Error>
     where
         J::Out: DeserializeOwned,
     {
@@ -622,7 +622,7 @@ impl Pool {
         &self,
         job: J,
         indices: I,
-        call: impl FnOnce(&mut Team<J>, &Pool, Vec<usize>) -> Result<Vec<Out>, Error>,
+        call: impl FnOnce(&mut Team<J>, &Pool, TaskList) -> Result<Vec<Out>, Error>,
     ) -> Result<Vec<Out>, Error>
     where
         J: Job,
@@ -638,7 +638,7 @@ impl Pool {
         job: J,
         indices: I,
         empty: impl FnOnce(&J) -> T,
-        call: impl FnOnce(&mut Team<J>, &Pool, Vec<usize>) -> Result<T, Error>,
+        call: impl FnOnce(&mut Team<J>, &Pool, TaskList) -> Result<T, Error>,
     ) -> Result<T, Error>
     where
         J: Job,
@@ -682,47 +682,113 @@ fn too_many_workers(n: usize, what: &str) -> String {
 /// Collects the task list with fallible allocation: a list too long for the address
 /// space or for the memory this process can get (with `extra` bytes per task for its
 /// result slot) is [`Error::TooManyTasks`], never a capacity-overflow panic, an
-/// allocation abort or an OOM kill.
+/// allocation abort or an OOM kill. Consecutive indices (`0..n`, `k..k + n`) are kept as
+/// their first and their count, in no memory at all.
 fn collect_indices<I: IntoIterator<Item = usize>>(
     indices: I,
     extra: usize,
-) -> Result<Vec<usize>, Error> {
+) -> Result<TaskList, Error> {
     let per_task = std::mem::size_of::<usize>() + extra;
     let iter = indices.into_iter();
-    let mut out: Vec<usize> = Vec::new();
     let grow = |out: &mut Vec<usize>, want: usize| -> Result<(), Error> {
-        let too_many = |reason: String| Error::TooManyTasks {
-            count: want,
-            reason,
-        };
-        let bytes = want.checked_mul(per_task).ok_or_else(|| {
-            too_many(format!(
-                "{per_task} bytes each would overflow the address space"
-            ))
-        })?;
-        // Reading the budget costs a few /proc files: a crew's small calls skip it.
-        if bytes >= SMALL_LIST
-            && let Some(budget) = sys::memory_budget()
-            && bytes as u64 > budget
-        {
-            return Err(too_many(format!(
-                "they need {bytes} bytes of bookkeeping ({per_task} per task), \
-                 about {budget} bytes of memory are available"
-            )));
-        }
+        let bytes = budget(want, per_task)?;
         out.try_reserve(want - out.len())
-            .map_err(|e| too_many(format!("could not allocate {bytes} bytes: {e}")))
+            .map_err(|e| Error::TooManyTasks {
+                count: want,
+                reason: format!("could not allocate {bytes} bytes: {e}"),
+            })
     };
     let (lower, upper) = iter.size_hint();
-    grow(&mut out, upper.unwrap_or(lower).max(lower))?;
+    let hint = upper.unwrap_or(lower).max(lower);
+    // Refused before anything runs, as if the list were kept (a result slot or an index
+    // per task), so that `0..usize::MAX` is an error rather than an endless count.
+    budget(hint, per_task)?;
+    let (mut first, mut count) = (0usize, 0usize);
+    let mut list: Option<Vec<usize>> = None;
     for i in iter {
-        if out.len() == out.capacity() {
-            let want = out.len().saturating_mul(2).max(out.len() + 1).max(64);
-            grow(&mut out, want)?;
+        match &mut list {
+            Some(out) => {
+                if out.len() == out.capacity() {
+                    let want = out.len().saturating_mul(2).max(out.len() + 1).max(64);
+                    grow(out, want)?;
+                }
+                out.push(i);
+            }
+            None if count == 0 => (first, count) = (i, 1),
+            None if first.checked_add(count) == Some(i) => count += 1,
+            None => {
+                let mut out = Vec::new();
+                grow(&mut out, hint.max(count + 1))?;
+                out.extend(first..first + count);
+                out.push(i);
+                list = Some(out);
+            }
         }
-        out.push(i);
     }
-    Ok(out)
+    Ok(match list {
+        Some(list) => TaskList::List(list),
+        None => TaskList::Range { first, len: count },
+    })
+}
+
+/// Checks that `n` tasks of `per_task` bytes of bookkeeping fit in memory; their bytes.
+fn budget(n: usize, per_task: usize) -> Result<usize, Error> {
+    let too_many = |reason: String| Error::TooManyTasks { count: n, reason };
+    let bytes = n.checked_mul(per_task).ok_or_else(|| {
+        too_many(format!(
+            "{per_task} bytes each would overflow the address space"
+        ))
+    })?;
+    // Reading the budget costs a few /proc files: a crew's small calls skip it.
+    if bytes >= SMALL_LIST
+        && let Some(budget) = sys::memory_budget()
+        && bytes as u64 > budget
+    {
+        return Err(too_many(format!(
+            "they need {bytes} bytes of bookkeeping ({per_task} per task), \
+             about {budget} bytes of memory are available"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A call's indices: consecutive ones as their first and count, others listed.
+#[derive(Debug, Clone)]
+pub(crate) enum TaskList {
+    /// `first, first + 1, ..., first + len - 1`.
+    Range { first: usize, len: usize },
+    /// One per position.
+    List(Vec<usize>),
+}
+
+impl TaskList {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            TaskList::Range { len, .. } => *len,
+            TaskList::List(list) => list.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The index at position `pos`.
+    #[inline]
+    pub(crate) fn at(&self, pos: usize) -> usize {
+        match self {
+            TaskList::Range { first, .. } => first + pos,
+            TaskList::List(list) => list[pos],
+        }
+    }
+
+    /// The indices of positions `range`, as an order carries them.
+    pub(crate) fn chunk(&self, range: std::ops::Range<usize>) -> crate::ipc::Indices {
+        match self {
+            TaskList::Range { first, .. } => crate::ipc::Indices::From(first + range.start),
+            TaskList::List(list) => crate::ipc::Indices::of(&list[range]),
+        }
+    }
 }
 
 /// `n` empty result slots, allocated fallibly (see [`collect_indices`]).
@@ -740,5 +806,33 @@ fn missing_result() -> Error {
     Error::Channel {
         worker: None,
         message: "a result went missing".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_indices_are_kept_as_a_range_and_others_listed() {
+        let r = collect_indices(5..9, 8).unwrap();
+        assert!(matches!(r, TaskList::Range { first: 5, len: 4 }));
+        assert_eq!((r.at(0), r.at(3), r.len()), (5, 8, 4));
+        assert_eq!(r.chunk(1..3), crate::ipc::Indices::From(6));
+        let e = collect_indices(Vec::new(), 8).unwrap();
+        assert!(e.is_empty());
+        let l = collect_indices([3, 4, 5, 9, 1, 1], 8).unwrap();
+        assert!(matches!(&l, TaskList::List(v) if v == &[3, 4, 5, 9, 1, 1]));
+        assert_eq!(l.chunk(2..4), crate::ipc::Indices::List(vec![5, 9]));
+        // Lazy iterators without a size hint, and a break after a long run.
+        let lazy = collect_indices((0..1000).chain([7]).filter(|_| true), 8).unwrap();
+        assert_eq!(lazy.len(), 1001);
+        assert_eq!((lazy.at(999), lazy.at(1000)), (999, 7));
+        let top = collect_indices([usize::MAX - 1, usize::MAX], 8).unwrap();
+        assert!(matches!(top, TaskList::Range { len: 2, .. }));
+        assert!(matches!(
+            collect_indices(0..usize::MAX, 0),
+            Err(Error::TooManyTasks { .. })
+        ));
     }
 }

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use super::call::{Arrivals, Call, Mode, Window};
 use super::team::Team;
-use super::{Pool, catch_interrupts};
+use super::{Pool, TaskList, catch_interrupts};
 use crate::error::Error;
 use crate::sys;
 use crate::worker::Job;
@@ -63,7 +63,7 @@ where
     fn start(
         mut holder: Holder<'c, J>,
         pool: &Pool,
-        indices: Vec<usize>,
+        indices: TaskList,
         sink: K,
     ) -> Result<Self, Error> {
         let n = indices.len();
@@ -199,7 +199,7 @@ where
     pub(crate) fn start(
         holder: Holder<'c, J>,
         pool: &Pool,
-        indices: Vec<usize>,
+        indices: TaskList,
     ) -> Result<Self, Error> {
         Ok(Imap {
             stream: Stream::start(holder, pool, indices, Window::new())?,
@@ -256,7 +256,7 @@ where
     pub(crate) fn start(
         holder: Holder<'c, J>,
         pool: &Pool,
-        indices: Vec<usize>,
+        indices: TaskList,
     ) -> Result<Self, Error> {
         let sink = Arrivals {
             queue: Default::default(),
@@ -296,7 +296,7 @@ where
         let call = self.stream.call.as_mut()?;
         let (position, result) = call.sink.queue.pop_front()?;
         call.sink.taken += 1;
-        let index = call.indices[position];
+        let index = call.indices.at(position);
         if call.sink.taken >= call.len() {
             self.stream.close();
         }

@@ -13,9 +13,10 @@ use serde::de::DeserializeOwned;
 
 mod receive;
 
+use super::TaskList;
 use super::call::{Call, Mode, Sink};
 use crate::error::{Error, ExitKind};
-use crate::ipc::{self, Envelope, Indices, Order, Retire};
+use crate::ipc::{self, Envelope, Order, Retire};
 use crate::progress::Progress;
 use crate::schedule::{Gates, Scheduler};
 use crate::shm::Board;
@@ -155,7 +156,7 @@ where
     /// of them but for streaming calls, which raise the limit as they go).
     pub(crate) fn begin<K>(
         &mut self,
-        indices: Vec<usize>,
+        indices: TaskList,
         available: usize,
         sink: K,
         mode: Mode,
@@ -279,7 +280,7 @@ where
             let order = Order::Run {
                 call: call.id,
                 seq: chunk.seq,
-                indices: Indices::of(&call.indices[chunk.range.clone()]),
+                indices: call.indices.chunk(chunk.range.clone()),
                 range: chunk.range,
                 block,
             };
@@ -550,7 +551,7 @@ where
                 let strikes = call.strikes.entry(p).or_insert(0);
                 *strikes += 1;
                 if *strikes > self.settings.max_retries {
-                    let index = call.indices[p];
+                    let index = call.indices.at(p);
                     let err = match (overdue, self.settings.task_timeout, stopped) {
                         (_, _, Some((_, stopped_for))) => Error::WorkerStopped {
                             worker: w,

@@ -125,7 +125,7 @@ where
                 }
                 continue;
             }
-            let index = call.indices[pos];
+            let index = call.indices.at(pos);
             let not_received = |message: String| Error::ResultNotSent {
                 index,
                 worker,
