@@ -200,7 +200,7 @@ impl Pool {
 
     /// How many positions past the first one the consumer has not taken yet
     /// [`imap`](Pool::imap) and [`imap_unordered`](Pool::imap_unordered) may hand out:
-    /// the bound on the results they hold (default `max(4096, 512 × workers)`). A smaller
+    /// the bound on the results they hold (default `max(16384, 2048 × workers)`). A smaller
     /// window holds less memory; a larger one keeps the workers busy past a slow task.
     pub fn lookahead(mut self, positions: usize) -> Pool {
         self.lookahead = (positions > 0).then_some(positions);
@@ -594,7 +594,7 @@ impl Pool {
 
     /// The streaming window for `workers` workers.
     fn window(&self, workers: usize) -> usize {
-        self.lookahead.unwrap_or_else(|| 4096.max(512 * workers))
+        self.lookahead.unwrap_or_else(|| 16384.max(2048 * workers))
     }
 
     /// A team for one call over `indices`, forked (one worker per task at most; none
